@@ -1,0 +1,198 @@
+"""Run directories: manifests, atomic saves, metrics logs and resume checks.
+
+Every job writes into one directory. Files appear there only whole: each is written to a
+temporary sibling and renamed into place, so an interrupted job never leaves a half-written
+result that a later `--resume` or reader could mistake for a finished one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import importlib.metadata
+import json
+import os
+import subprocess
+import tempfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pivotal_sae.errors import UserError
+
+MANIFEST = "manifest.json"
+PACKAGES = ("pivotal-sae", "torch", "transformers", "sae-lens", "safetensors", "numpy")
+
+
+def code_version() -> dict[str, Any]:
+    """The git commit of the source tree this package runs from (if any) and whether it is dirty."""
+    root = Path(__file__).resolve().parents[2]
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+        dirty = bool(
+            subprocess.run(
+                ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                capture_output=True,
+                text=True,
+                timeout=5,
+                check=True,
+            ).stdout.strip()
+        )
+    except (OSError, subprocess.SubprocessError):
+        return {"git_commit": None, "git_dirty": None}
+    return {"git_commit": commit, "git_dirty": dirty}
+
+
+def package_versions(names: tuple[str, ...] = PACKAGES) -> dict[str, str | None]:
+    versions: dict[str, str | None] = {}
+    for name in names:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def default_run_dir(name: str, root: Path = Path("runs")) -> Path:
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return root / f"{stamp}-{name}"
+
+
+@contextlib.contextmanager
+def _atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    with _atomic_path(path) as tmp, open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def atomic_save_torch(path: Path, obj: Any) -> None:
+    """`torch.save` for state that safetensors cannot hold (optimizer state, RNG states)."""
+    with _atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def atomic_save_safetensors(
+    path: Path, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None
+) -> None:
+    from safetensors.torch import save_file
+
+    with _atomic_path(path) as tmp:
+        save_file(
+            {k: v.detach().contiguous().cpu() for k, v in tensors.items()},
+            str(tmp),
+            metadata=dict(metadata or {}),
+        )
+
+
+def write_manifest(run_dir: Path, job: str, config: Mapping[str, Any]) -> dict[str, Any]:
+    """Record what ran: job name, its full configuration, code version, package versions."""
+    manifest = {
+        "job": job,
+        "created": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "config": dict(config),
+        "code_version": code_version(),
+        "packages": package_versions(),
+    }
+    atomic_write_json(run_dir / MANIFEST, manifest)
+    return manifest
+
+
+def read_manifest(run_dir: Path, job: str | None = None) -> dict[str, Any]:
+    """The manifest of an existing run, or a `UserError` saying why `run_dir` is not one."""
+    path = run_dir / MANIFEST
+    if not run_dir.is_dir():
+        raise UserError(f"{run_dir} is not a directory, so it cannot be a run to resume")
+    if not path.is_file():
+        raise UserError(f"{run_dir} is not a run directory (it has no {MANIFEST})")
+    try:
+        manifest = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(
+            f"{path} is not valid JSON ({exc.msg if hasattr(exc, 'msg') else exc})"
+        ) from None
+    if job is not None and manifest.get("job") != job:
+        raise UserError(f"{run_dir} is a '{manifest.get('job')}' run, not a '{job}' run")
+    return manifest
+
+
+def prepare_new_run_dir(run_dir: Path) -> None:
+    """Refuse to write a new run over files already there (use --resume to continue a run)."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UserError(f"--out {run_dir} exists and is not a directory")
+    if run_dir.is_dir() and any(run_dir.iterdir()):
+        raise UserError(
+            f"--out {run_dir} already holds files; choose a new directory or --resume it"
+        )
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+
+class JsonlLog:
+    """Append-only JSON-lines log that can be truncated back to a step on resume."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def append(self, record: Mapping[str, Any]) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps(dict(record)) + "\n")
+
+    def truncate_after(self, step: int, key: str = "step") -> None:
+        """Drop records logged after `step` (they belong to work a resume will redo)."""
+        if not self.path.exists():
+            return
+        kept = []
+        for line in self.path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut short by a kill
+            if record.get(key, 0) <= step:
+                kept.append(line)
+        atomic_write_text(self.path, "".join(k + "\n" for k in kept))
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` picks CUDA when available; asking for CUDA without a GPU is a user error."""
+    name = name.lower()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise UserError(
+                f"--device {name} was asked for, but no CUDA GPU is available here; "
+                "use --device cpu"
+            )
+        return torch.device(name)
+    raise UserError(f"unknown --device {name!r}; choose auto, cpu or cuda")
