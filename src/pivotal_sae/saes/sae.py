@@ -1,0 +1,270 @@
+"""An inference-only SAE with SAELens's weights and arithmetic, built without importing SAELens.
+
+`Sae` holds `W_enc` (M, E), `b_enc` (E), `W_dec` (E, M), `b_dec` (M), and `threshold` (E) for
+JumpReLU or `k` for TopK, and computes exactly what SAELens 6's `JumpReLUSAE`, `TopKSAE` and
+`StandardSAE` compute (tests compare the two on saved random SAEs). Importing SAELens costs ~10 s
+and it is absent on lean GPU machines, so it is only used, lazily, by `saes.loading` to fetch
+pretrained releases and to read formats this class does not cover.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import torch
+from torch import nn
+
+NATIVE_ARCHITECTURES = ("jumprelu", "topk", "standard")
+
+
+@dataclass
+class SaeInfo:
+    """What an SAE is and where it came from (SAELens `cfg.json` fields plus provenance)."""
+
+    architecture: str
+    d_in: int
+    d_sae: int
+    hook_name: str
+    k: int | None = None
+    """TopK only: latents kept per token."""
+    apply_b_dec_to_input: bool = True
+    rescale_acts_by_decoder_norm: bool = False
+    """TopK only: rank pre-activations scaled by decoder row norms (SAELens option)."""
+    model_name: str | None = None
+    neuronpedia_id: str | None = None
+    hf_hook_name: str | None = None
+    release: str | None = None
+    sae_id: str | None = None
+    path: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    """Every other metadata field of the SAELens config, kept for saving."""
+
+    @property
+    def label(self) -> str:
+        if self.release:
+            return f"{self.release}/{self.sae_id}"
+        if self.path:
+            return self.path
+        return f"{self.architecture} SAE at {self.hook_name}"
+
+
+class SaeOutput(NamedTuple):
+    latent_acts: torch.Tensor
+    """Dense latent activations `acts_...E` (non-negative; zero where a latent is off)."""
+    reconstruction: torch.Tensor
+    """Decoded activations `x_...M`."""
+
+
+class Sae(nn.Module):
+    """Encode `x_...M` into dense non-negative `acts_...E`, decode back, as SAELens does."""
+
+    threshold: torch.Tensor | None
+
+    def __init__(
+        self,
+        info: SaeInfo,
+        W_enc: torch.Tensor,
+        b_enc: torch.Tensor,
+        W_dec: torch.Tensor,
+        b_dec: torch.Tensor,
+        threshold: torch.Tensor | None = None,
+    ) -> None:
+        super().__init__()
+        if info.architecture not in NATIVE_ARCHITECTURES:
+            raise ValueError(f"Sae computes {NATIVE_ARCHITECTURES}, not {info.architecture!r}")
+        if info.architecture == "jumprelu" and threshold is None:
+            raise ValueError("a JumpReLU SAE needs thresholds")
+        if info.architecture == "topk" and not info.k:
+            raise ValueError("a TopK SAE needs k")
+        self.info = info
+        self.W_enc = nn.Parameter(W_enc, requires_grad=False)
+        self.b_enc = nn.Parameter(b_enc, requires_grad=False)
+        self.W_dec = nn.Parameter(W_dec, requires_grad=False)
+        self.b_dec = nn.Parameter(b_dec, requires_grad=False)
+        if threshold is not None:
+            self.threshold = nn.Parameter(threshold, requires_grad=False)
+        else:
+            self.threshold = None
+
+    # ------------------------------------------------------------------ metadata
+    @property
+    def hook_name(self) -> str:
+        return self.info.hook_name
+
+    @property
+    def d_in(self) -> int:
+        return self.info.d_in
+
+    @property
+    def d_sae(self) -> int:
+        return self.info.d_sae
+
+    @property
+    def architecture(self) -> str:
+        return self.info.architecture
+
+    @property
+    def label(self) -> str:
+        return self.info.label
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.W_enc.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.W_enc.device
+
+    # ------------------------------------------------------------------ arithmetic
+    def pre_acts(self, x_NM: torch.Tensor) -> torch.Tensor:
+        """Encoder pre-activations (`hidden_pre` in SAELens), `..., E`."""
+        sae_in = x_NM.to(self.dtype)
+        if self.info.apply_b_dec_to_input:
+            sae_in = sae_in - self.b_dec
+        hidden_pre = sae_in @ self.W_enc + self.b_enc
+        if self.info.architecture == "topk" and self.info.rescale_acts_by_decoder_norm:
+            hidden_pre = hidden_pre * self.W_dec.norm(dim=-1)
+        return hidden_pre
+
+    def encode(self, x_NM: torch.Tensor) -> torch.Tensor:
+        hidden_pre = self.pre_acts(x_NM)
+        if self.info.architecture == "topk":
+            values, indices = torch.topk(hidden_pre, k=int(self.info.k or 0), dim=-1, sorted=False)
+            return torch.zeros_like(hidden_pre).scatter_(-1, indices, values.relu())
+        acts = hidden_pre.relu()
+        if self.info.architecture == "jumprelu":
+            assert self.threshold is not None
+            acts = acts * (hidden_pre > self.threshold).to(acts.dtype)
+        return acts
+
+    def decode(self, acts_NE: torch.Tensor) -> torch.Tensor:
+        if self.info.architecture == "topk" and self.info.rescale_acts_by_decoder_norm:
+            acts_NE = acts_NE * (1 / self.W_dec.norm(dim=-1))
+        return acts_NE @ self.W_dec + self.b_dec
+
+    def forward(self, x_NM: torch.Tensor) -> SaeOutput:
+        acts = self.encode(x_NM)
+        return SaeOutput(acts, self.decode(acts))
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def random(
+        cls,
+        d_in: int,
+        d_sae: int,
+        *,
+        architecture: str = "jumprelu",
+        k: int | None = None,
+        hook_name: str = "blocks.0.hook_resid_post",
+        model_name: str | None = None,
+        seed: int = 0,
+        dtype: torch.dtype = torch.float32,
+        device: str | torch.device = "cpu",
+    ) -> Sae:
+        """Random unit decoder rows, encoder = decoder transposed, zero biases and thresholds.
+
+        For JumpReLU, call `calibrate_thresholds_` on real activations to reach a target L0.
+        """
+        g = torch.Generator().manual_seed(seed)
+        W_dec = torch.randn(d_sae, d_in, generator=g)
+        W_dec = W_dec / W_dec.norm(dim=-1, keepdim=True)
+        info = SaeInfo(
+            architecture=architecture,
+            d_in=d_in,
+            d_sae=d_sae,
+            hook_name=hook_name,
+            k=k if architecture == "topk" else None,
+            apply_b_dec_to_input=architecture != "jumprelu",
+            model_name=model_name,
+        )
+        threshold = torch.zeros(d_sae) if architecture == "jumprelu" else None
+        sae = cls(
+            info, W_dec.T.contiguous(), torch.zeros(d_sae), W_dec, torch.zeros(d_in), threshold
+        )
+        return sae.to(device=device, dtype=dtype)
+
+    @torch.no_grad()
+    def calibrate_thresholds_(self, acts_NM: torch.Tensor, target_l0: float) -> Sae:
+        """Set each JumpReLU threshold so the latent fires on `target_l0 / d_sae` of `acts_NM`.
+
+        Per-latent quantiles (not one global threshold) keep firing rates even when the
+        activations are anisotropic, as real residual streams are.
+        """
+        if self.threshold is None:
+            raise ValueError("only a JumpReLU SAE has thresholds to calibrate")
+        n = acts_NM.shape[0]
+        fires = min(max(round(n * target_l0 / self.d_sae), 1), n - 1)
+        chunk = max(1, (1 << 26) // max(n, 1))
+        for start in range(0, self.d_sae, chunk):
+            stop = min(start + chunk, self.d_sae)
+            sae_in = acts_NM.to(self.device, self.dtype)
+            if self.info.apply_b_dec_to_input:
+                sae_in = sae_in - self.b_dec
+            pre_NE = (sae_in @ self.W_enc[:, start:stop] + self.b_enc[start:stop]).float()
+            kth = torch.kthvalue(pre_NE, n - fires, dim=0).values
+            self.threshold[start:stop] = kth.clamp_min(0).to(self.dtype)
+        return self
+
+    def replace_info(self, **changes: Any) -> Sae:
+        self.info = dataclasses.replace(self.info, **changes)
+        return self
+
+
+class SaeLensBacked(Sae):
+    """An SAE whose arithmetic SAELens does (architectures or options `Sae` does not cover)."""
+
+    def __init__(self, info: SaeInfo, inner: nn.Module) -> None:
+        nn.Module.__init__(self)
+        self.info = info
+        self.inner = inner
+
+    @classmethod
+    def wrap(cls, inner: Any, path: str | None = None) -> SaeLensBacked:
+        cfg = inner.cfg
+        metadata = cfg.metadata.to_dict() if hasattr(cfg.metadata, "to_dict") else {}
+        info = SaeInfo(
+            architecture=f"sae_lens:{cfg.architecture()}",
+            d_in=int(cfg.d_in),
+            d_sae=int(cfg.d_sae),
+            hook_name=str(metadata.get("hook_name") or ""),
+            k=getattr(cfg, "k", None),
+            apply_b_dec_to_input=bool(cfg.apply_b_dec_to_input),
+            model_name=metadata.get("model_name"),
+            neuronpedia_id=metadata.get("neuronpedia_id"),
+            hf_hook_name=metadata.get("hf_hook_name"),
+            path=path,
+            metadata=metadata,
+        )
+        return cls(info, inner.eval())
+
+    # SAELens keeps the weights; expose them under the same names as a native Sae.
+    @property
+    def W_enc(self) -> torch.Tensor:  # type: ignore[override]
+        return self.inner.W_enc
+
+    @property
+    def W_dec(self) -> torch.Tensor:  # type: ignore[override]
+        return self.inner.W_dec
+
+    @property
+    def b_enc(self) -> torch.Tensor:  # type: ignore[override]
+        return self.inner.b_enc
+
+    @property
+    def b_dec(self) -> torch.Tensor:  # type: ignore[override]
+        return self.inner.b_dec
+
+    @property
+    def threshold(self) -> torch.Tensor | None:  # type: ignore[override]
+        return getattr(self.inner, "threshold", None)
+
+    def pre_acts(self, x_NM: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError(f"{self.architecture} exposes only encode and decode")
+
+    def encode(self, x_NM: torch.Tensor) -> torch.Tensor:
+        return self.inner.encode(x_NM)
+
+    def decode(self, acts_NE: torch.Tensor) -> torch.Tensor:
+        return self.inner.decode(acts_NE)
