@@ -1,0 +1,8 @@
+"""The absorption search on language-model SAEs (SPEC §2): co-occurrence, top examples, pairs,
+explanations, results files and the report. These pieces take tensors, not models; the jobs
+that run a model and feed them live beside them.
+
+Modules: `cooccurrence` (exact counts, packed or sparse), `examples` (top activating contexts),
+`pairs` (effect and decoder-similarity pairs), `explanations` (Neuronpedia exports),
+`results` (files and `load_results`), `report` (JSON, CSV, histogram, HTML).
+"""

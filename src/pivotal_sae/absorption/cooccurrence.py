@@ -22,6 +22,7 @@ parallel runs, `lookup(i, j)` and `to_dense()` (the full symmetric int64 matrix,
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping
 from typing import Literal
 
@@ -113,7 +114,7 @@ def token_chunks(counts_T: torch.Tensor, *, strict: bool) -> list[tuple[int, int
     bounds = [0, *[c for c in cuts if c < counts_T.numel()], counts_T.numel()]
     return [
         (t0, t1, ends_T[t0 - 1] if t0 else 0, ends_T[t1 - 1])
-        for t0, t1 in zip(bounds[:-1], bounds[1:], strict=True)
+        for t0, t1 in itertools.pairwise(bounds)
         if t1 > t0
     ]
 

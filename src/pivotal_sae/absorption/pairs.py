@@ -163,37 +163,30 @@ def _pairs_from(
     ablations_e: torch.Tensor | None,
 ) -> list[LatentPair]:
     cos, a, b = best
-    observed = source.lookup(a, b).tolist()
-    expected = expected_cooccurrence(source.firing_counts_e, source.tokens_counted, a, b).tolist()
     firing = source.firing_counts_e.to(a.device)
-    firing_a, firing_b = firing[a].tolist(), firing[b].tolist()
-    abl_a = ablations_e[a].tolist() if ablations_e is not None else [None] * a.numel()
-    abl_b = ablations_e[b].tolist() if ablations_e is not None else [None] * a.numel()
+    columns = {
+        "cosine": cos.tolist(),
+        "latent_a": a.tolist(),
+        "latent_b": b.tolist(),
+        "cooccurrence": source.lookup(a, b).tolist(),
+        "expected_cooccurrence": expected_cooccurrence(
+            source.firing_counts_e, source.tokens_counted, a, b
+        ).tolist(),
+        "firing_a": firing[a].tolist(),
+        "firing_b": firing[b].tolist(),
+    }
+    if ablations_e is not None:
+        columns["ablations_a"] = ablations_e[a].tolist()
+        columns["ablations_b"] = ablations_e[b].tolist()
+    rows = [
+        dict(zip(columns, values, strict=True)) for values in zip(*columns.values(), strict=True)
+    ]
     return [
         LatentPair(
-            latent_a=int(a_),
-            latent_b=int(b_),
-            cosine=float(c_),
-            cooccurrence=int(o_),
-            expected_cooccurrence=float(x_),
-            p_at_most_observed=poisson_cdf(int(o_), float(x_)),
-            firing_a=int(fa),
-            firing_b=int(fb),
-            ablations_a=None if aa is None else int(aa),
-            ablations_b=None if ab is None else int(ab),
+            **row,
+            p_at_most_observed=poisson_cdf(row["cooccurrence"], row["expected_cooccurrence"]),
         )
-        for c_, a_, b_, o_, x_, fa, fb, aa, ab in zip(
-            cos.tolist(),
-            a.tolist(),
-            b.tolist(),
-            observed,
-            expected,
-            firing_a,
-            firing_b,
-            abl_a,
-            abl_b,
-            strict=True,
-        )  # fmt: skip
+        for row in rows
     ]
 
 
