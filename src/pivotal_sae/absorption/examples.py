@@ -60,8 +60,10 @@ class TopExamples:
         self.window_before = window_before
         self.window_after = window_after
         self.device = torch.device(device)
-        e, k, w = d_sae, n_examples, window_before + 1 + window_after
-        dev = self.device
+        self._clear()
+
+    def _clear(self) -> None:
+        e, k, w, dev = self.d_sae, self.n_examples, self.window, self.device
         self.max_acts_EK = torch.zeros(e, k, dtype=torch.float32, device=dev)
         self.context_ids_EK = torch.full((e, k), -1, dtype=torch.int64, device=dev)
         self.positions_EK = torch.full((e, k), -1, dtype=torch.int64, device=dev)
@@ -133,10 +135,18 @@ class TopExamples:
         order = torch.sort(ids, dim=1, stable=True).indices
         by_value = torch.sort(values.gather(1, order), dim=1, descending=True, stable=True)
         keep_UK = order.gather(1, by_value.indices)[:, : self.n_examples]
+        kept = {}
         for name in STATE_TENSORS:
             tensor = pool[name]
             index = keep_UK if tensor.ndim == 2 else keep_UK[:, :, None].expand(-1, -1, self.window)
-            getattr(self, name)[latents_U] = tensor.gather(1, index)
+            kept[name] = tensor.gather(1, index)
+        # Empty slots hold the same filler whatever was offered, so states compare equal.
+        empty_UK = kept["context_ids_EK"] < 0
+        fillers = {"max_acts_EK": 0, "positions_EK": -1, "token_ids_EKW": -1, "acts_EKW": 0}
+        for name, filler in fillers.items():
+            mask = empty_UK if kept[name].ndim == 2 else empty_UK[:, :, None]
+            getattr(self, name)[latents_U] = kept[name].masked_fill(mask, filler)
+        self.context_ids_EK[latents_U] = kept["context_ids_EK"]
 
     def merge_(self, other: TopExamples) -> None:
         """Fold in another holder's examples (another rank's, or a resumed run's)."""
@@ -158,6 +168,8 @@ class TopExamples:
             gathered = [torch.zeros_like(mine[name]) for _ in range(dist.get_world_size(group))]
             dist.all_gather(gathered, mine[name].contiguous(), group=group)
             mine[name] = torch.cat(gathered, dim=1)
+        # The gathered entries include this rank's own; start from empty so none counts twice.
+        self._clear()
         latents = torch.arange(self.d_sae, device=self.device)
         self._merge_rows(latents, mine)
 

@@ -12,10 +12,10 @@ A running top-`max_pairs` set bounds memory; `n_matching` still counts every qua
 
 Precision. With signs (the default), the dot products of {-1, 0, 1} rows are integers computed
 exactly: fp32 accumulation is exact below 2²⁴ and ±1 survive TF32 rounding, so TF32 tensor cores
-are allowed for them. The cosine `dot / sqrt(nnz_a · nnz_b)` is then formed in float64, so it
-equals a float64 reference bit for bit. Raw values (`skip_torch_sign`) and decoder rows are
-L2-normalised and multiplied in fp32 (TF32 off): cosines within ~1e-6 of float64. A zero row has
-cosine 0 with everything, as `F.normalize` gives.
+are allowed for them. The cosine `dot / sqrt(nnz_a · nnz_b)` is then formed in float64 with a
+correctly rounded square root, so it equals a float64 reference bit for bit. Raw values
+(`skip_torch_sign`) and decoder rows are L2-normalised and multiplied in fp32 (TF32 off):
+cosines within ~1e-6 of float64. A zero row has cosine 0 with everything, as `F.normalize` gives.
 """
 
 from __future__ import annotations
@@ -91,6 +91,17 @@ def as_cooccurrence_source(
             raise ValueError("a bare cooccurrences_ee tensor needs tokens_counted")
         return FullCooccurrence(cooccurrences, tokens_counted)
     return cooccurrences
+
+
+def _sqrt(x: torch.Tensor) -> torch.Tensor:
+    """Correctly rounded float64 square root, so `dot / sqrt(n_a·n_b)` is the same float as
+    a libm reference. Torch's vectorized CPU sqrt can be 1 ulp off (seen: sqrt(78)); numpy's
+    and CUDA's are IEEE-exact."""
+    if x.device.type != "cpu":
+        return x.sqrt()
+    import numpy as np
+
+    return torch.from_numpy(np.sqrt(x.numpy()))
 
 
 @contextlib.contextmanager
@@ -251,8 +262,7 @@ def find_effect_pairs(
             dot = row_vecs[rows] @ vecs_mE[cols].T
         if nnz_m is None:
             return dot.double()
-        # sqrt of the exact integer product, so the cosine is one correctly rounded division.
-        denom = (nnz_m[row_pos[rows]][:, None] * nnz_m[cols][None, :]).sqrt()
+        denom = _sqrt(nnz_m[row_pos[rows]][:, None] * nnz_m[cols][None, :])
         return torch.where(denom > 0, dot.double() / denom, 0.0)
 
     def keep_tile(cos: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,99 @@
+"""Plain-loop reference implementations that the vectorized code must match exactly."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def cooccurrence_loop(acts_TE: torch.Tensor) -> torch.Tensor:
+    """One token at a time, one pair at a time."""
+    e = acts_TE.shape[1]
+    counts = [[0] * e for _ in range(e)]
+    for token in acts_TE.tolist():
+        active = [i for i, value in enumerate(token) if value > 0]
+        for i in active:
+            for j in active:
+                counts[i][j] += 1
+    return torch.tensor(counts, dtype=torch.int64)
+
+
+def top_examples_loop(batches, d_sae: int, n: int, before: int, after: int) -> dict[int, list]:
+    """Per latent, all contexts' (−max, context id, position, tokens, acts), best n kept."""
+    best: dict[int, list] = {e: [] for e in range(d_sae)}
+    for acts_BSE, ids_BS, count_BS, context_ids_B, attention_BS in batches:
+        b_size, s_size, _ = acts_BSE.shape
+        for b in range(b_size):
+            for e in range(d_sae):
+                peak, where = 0.0, -1
+                for s in range(s_size):
+                    value = float(acts_BSE[b, s, e])
+                    if count_BS[b, s] and value > peak:
+                        peak, where = value, s
+                if where < 0:
+                    continue
+                tokens, acts = [], []
+                for s in range(where - before, where + after + 1):
+                    if 0 <= s < s_size and attention_BS[b, s]:
+                        tokens.append(int(ids_BS[b, s]))
+                        acts.append(float(acts_BSE[b, s, e]))
+                    else:
+                        tokens.append(-1)
+                        acts.append(0.0)
+                best[e].append((-peak, int(context_ids_B[b]), where, tokens, acts))
+    return {e: sorted(entries, key=lambda x: (x[0], x[1]))[:n] for e, entries in best.items()}
+
+
+def sign_cosine(x: list[float], y: list[float]) -> float:
+    sx = [(v > 0) - (v < 0) for v in x]
+    sy = [(v > 0) - (v < 0) for v in y]
+    dot = sum(a * b for a, b in zip(sx, sy, strict=True))
+    n = sum(a != 0 for a in sx) * sum(b != 0 for b in sy)
+    return dot / math.sqrt(n) if n else 0.0
+
+
+def raw_cosine(x: list[float], y: list[float]) -> float:
+    nx = math.sqrt(sum(v * v for v in x))
+    ny = math.sqrt(sum(v * v for v in y))
+    if nx == 0 or ny == 0:
+        return 0.0
+    return sum(a * b for a, b in zip(x, y, strict=True)) / (nx * ny)
+
+
+def effect_pairs_loop(
+    effects_eE, how_often_e, cooccurrences_ee, cooc_threshold, cos_threshold, just_these, sign
+):
+    """Every row against every other row, as the original did, each unordered pair once."""
+    rows = effects_eE.double().tolist()
+    how = how_often_e.tolist()
+    cooc = cooccurrences_ee.tolist()
+    chosen = set(just_these) if just_these is not None else None
+    found = []
+    for i in range(len(rows)):
+        for j in range(len(rows)):
+            if i == j or how[i] == 0 or how[j] == 0:
+                continue
+            if chosen is None and j < i:
+                continue
+            if chosen is not None and (i not in chosen or (j in chosen and j < i)):
+                continue
+            if cooc[i][j] > cooc_threshold:
+                continue
+            cos = sign_cosine(rows[i], rows[j]) if sign else raw_cosine(rows[i], rows[j])
+            if cos >= cos_threshold:
+                found.append((cos, i, j))
+    return sorted(found, key=lambda x: (-x[0], x[1], x[2]))
+
+
+def decoder_pairs_loop(W_dec_EM, cooccurrences_ee, top_n, cooc_threshold, min_firing):
+    rows = W_dec_EM.double().tolist()
+    cooc = cooccurrences_ee.tolist()
+    found = []
+    for i in range(len(rows)):
+        for j in range(i + 1, len(rows)):
+            if cooc[i][i] < min_firing or cooc[j][j] < min_firing:
+                continue
+            if cooc[i][j] <= cooc_threshold:
+                found.append((raw_cosine(rows[i], rows[j]), i, j))
+    return sorted(found, key=lambda x: (-x[0], x[1], x[2]))[:top_n]

@@ -1,0 +1,84 @@
+"""The report files: contents, escaping, self-containment."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+
+import torch
+
+from pivotal_sae.absorption.cooccurrence import DenseCooccurrence
+from pivotal_sae.absorption.examples import TopExamples
+from pivotal_sae.absorption.explanations import Explanations
+from pivotal_sae.absorption.pairs import find_decoder_pairs, find_effect_pairs
+from pivotal_sae.absorption.report import write_report
+
+from .conftest import sparse_acts
+
+XSS = "<script>alert(1)</script>"
+
+
+def make_report(tmp_path, generator, **kwargs):
+    acts_TE = sparse_acts(240, 20, 0.08, generator)
+    counter = DenseCooccurrence(20)
+    counter.update(acts_TE, contexts=12)
+    examples = TopExamples(20, 3, 2, 2)
+    examples.update(
+        acts_TE.view(12, 20, 20),
+        torch.randint(0, 5, (12, 20), generator=generator),
+        torch.ones(12, 20, dtype=torch.bool),
+        torch.arange(12),
+    )
+    effects_eE = torch.randn(20, 8, generator=generator)
+    how_often_e = torch.ones(20, dtype=torch.int64)
+    pairs = find_effect_pairs(
+        effects_eE, how_often_e, counter, cooccurrence_threshold=100, cosine_sim_threshold=-1
+    )
+    decoder = find_decoder_pairs(torch.randn(20, 6, generator=generator), counter, top_n=5)
+    explained = Explanations({i: [f"{XSS} latent {i}"] for i in range(20)}, "test")
+    tokens = ["a", XSS, "\n", "&amp;", " b"]
+    paths = write_report(
+        tmp_path,
+        pairs,
+        decoder_pairs=decoder,
+        examples=examples,
+        explanations=explained,
+        neuronpedia_id="m/s",
+        token_text=lambda ids: [tokens[i] for i in ids],
+        summary={"model": XSS, "tokens_counted": 240},
+        **kwargs,
+    )
+    return paths, pairs, decoder
+
+
+def test_report_files(tmp_path, generator):
+    paths, pairs, decoder = make_report(tmp_path, generator)
+    document = json.loads(paths["pairs.json"].read_text())
+    assert document["meta"]["count"] == len(pairs.pairs) == document["meta"]["n_matching"] == 190
+    first = document["pairs"][0]
+    assert first["ablator1"]["id"] == pairs.pairs[0].latent_a
+    assert first["ablator1"]["url"] == f"https://www.neuronpedia.org/m/s/{pairs.pairs[0].latent_a}"
+    assert first["cosine_similarity"] == pairs.pairs[0].cosine
+    assert set(first) >= {"cooccurrence_count", "expected_cooccurrence", "p_at_most_observed"}
+    assert len(document["decoder_pairs"]) == len(decoder.pairs) == 5
+    rows = list(csv.DictReader(paths["pairs.csv"].open()))
+    assert len(rows) == 190 and int(rows[0]["latent_a"]) == pairs.pairs[0].latent_a
+    assert paths["histogram.png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_html_escapes_and_is_self_contained(tmp_path, generator):
+    paths, *_ = make_report(tmp_path, generator, html_pairs=10)
+    page = paths["report.html"].read_text()
+    assert "<script" not in page.lower()
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "&amp;amp;" in page  # a token that is itself an entity shows literally
+    # No external assets: every src is inline, stylesheets are inline.
+    assert all(src.startswith("data:") for src in re.findall(r'src="([^"]*)"', page))
+    assert "<link" not in page and "@import" not in page
+    assert page.count('class="pair"') == 10
+
+
+def test_no_pairs_and_linear_scale(tmp_path, generator):
+    paths, *_ = make_report(tmp_path, generator, no_log_scale=True, html_pairs=0)
+    assert paths["report.html"].is_file() and paths["histogram.png"].stat().st_size > 1000
