@@ -31,6 +31,9 @@ def _register() -> None:
     from pivotal_sae.cli import toy
 
     app.add_typer(toy.app, name="toy")
+    from pivotal_sae.cli import lm
+
+    lm.register(app)
 
 
 _register()

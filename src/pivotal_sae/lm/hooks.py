@@ -168,6 +168,10 @@ class HookMap:
             return site
         raise UserError(self.unknown_message(name))
 
+    def module_name(self, site: HookSite) -> str:
+        """The Hugging Face module path of a site (e.g. `layers.3.post_feedforward_layernorm`)."""
+        return self._module_names.get(id(site.module)) or type(site.module).__name__
+
     def unknown_message(self, name: str) -> str:
         n = self.n_layers
         suffixes = ", ".join(self.family.sites)

@@ -236,15 +236,17 @@ def _load_transformers(name_or_path: str, dtype: torch.dtype) -> tuple[nn.Module
             f"--model {name_or_path} is not a Hugging Face model directory (no config.json)"
         )
     source = str(path) if path.exists() else name_or_path
+    offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() not in ("0", "", "false", "no")
     try:
-        config = AutoConfig.from_pretrained(source)
-        extra: dict[str, Any] = {}
-        if config.model_type in ("gemma2", "gemma3_text"):
-            extra["attn_implementation"] = "eager"  # SDPA would drop Gemma's logit soft-capping
-        model = AutoModel.from_pretrained(source, dtype=dtype, **extra)
-        tokenizer = AutoTokenizer.from_pretrained(source)
+        # Keep stderr to one line per error: no weight-loading bar unless a download may run.
+        with _progress_bars(enabled=not (path.exists() or offline)):
+            config = AutoConfig.from_pretrained(source)
+            extra: dict[str, Any] = {}
+            if config.model_type in ("gemma2", "gemma3_text"):
+                extra["attn_implementation"] = "eager"  # SDPA would drop Gemma's soft-capping
+            model = AutoModel.from_pretrained(source, dtype=dtype, **extra)
+            tokenizer = AutoTokenizer.from_pretrained(source)
     except (OSError, ValueError) as exc:
-        offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if not path.exists():
             hint = (
@@ -258,3 +260,17 @@ def _load_transformers(name_or_path: str, dtype: torch.dtype) -> tuple[nn.Module
             ) from None
         raise UserError(f"cannot load model from {name_or_path}: {first}") from None
     return model, tokenizer
+
+
+@contextlib.contextmanager
+def _progress_bars(enabled: bool) -> Iterator[None]:
+    from transformers.utils import logging as hf_logging
+
+    was = hf_logging.is_progress_bar_enabled()
+    if not enabled:
+        hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was and not enabled:
+            hf_logging.enable_progress_bar()

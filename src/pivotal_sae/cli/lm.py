@@ -1,0 +1,25 @@
+"""Language-model commands: `train-sae` and `sae-info`."""
+
+from __future__ import annotations
+
+import typer
+
+from pivotal_sae.configs import typer_command
+from pivotal_sae.saes.lm_configs import SaeInfoConfig, TrainSaeConfig
+
+
+def _train_sae(config: TrainSaeConfig) -> None:
+    from pivotal_sae.saes.lm_train import run_train_sae
+
+    run_train_sae(config)
+
+
+def _sae_info(config: SaeInfoConfig) -> None:
+    from pivotal_sae.saes.lm_info import run_sae_info
+
+    run_sae_info(config)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train-sae")(typer_command(TrainSaeConfig, _train_sae))
+    app.command("sae-info")(typer_command(SaeInfoConfig, _sae_info))

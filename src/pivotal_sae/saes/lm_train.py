@@ -1,0 +1,292 @@
+"""`pivotal-sae train-sae`: SAEs on a language model's activations, read once for all hooks.
+
+The loop is visible top to bottom: contexts → activations at every hook in one forward pass
+(stopping after the deepest hook) → a shuffling buffer → one training step per hook's SAE →
+metrics to TensorBoard and metrics.jsonl. TopK SAEs train through SAELens's `SAETrainer` (see
+`lm_topk_trainer`); the hierarchical SAE trains through `lm_train_hierarchical`. At the end each
+SAE is saved in SAELens format, read back with our own `Sae`, and scored on held-out contexts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import shutil
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pivotal_sae.configs import config_to_dict
+from pivotal_sae.errors import UserError
+from pivotal_sae.lm import defaults
+from pivotal_sae.lm.buffer import ActivationBuffer
+from pivotal_sae.lm.contexts import Contexts
+from pivotal_sae.lm.corpus import open_corpus
+from pivotal_sae.lm.model import LanguageModel
+from pivotal_sae.runs import (
+    JsonlLog,
+    atomic_write_json,
+    default_run_dir,
+    prepare_new_run_dir,
+    write_manifest,
+)
+from pivotal_sae.saes.lm_configs import TrainSaeConfig
+from pivotal_sae.saes.loading import read_sae_dir
+
+_RECIPE_FIELDS = ("d_sae", "k", "n_prompts", "n_eval_prompts", "lr", "batch_size", "arch",
+                  "max_tokens_in_prompt", "keep_bos", "buffer_tokens", "seed", "dtype")  # fmt: skip
+
+
+def run_train_sae(config: TrainSaeConfig) -> Path:
+    """The command's job: train (or, for the cached defaults, reuse) SAEs; return the run dir."""
+    if config.model is None and not config.hook:
+        if config.out is None and _is_default_recipe(config):
+            train_default_saes(force=config.force, device=config.device)
+            return defaults.default_sae_root()
+        config = dataclasses.replace(config, hook=list(defaults.DEFAULT_HOOKS))
+    out = config.out or default_run_dir("train-sae")
+    summary = train(config, out)
+    print(f"pivotal-sae: SAEs in {out} (FVU {_fmt(summary, 'fvu')}, L0 {_fmt(summary, 'l0')})")
+    return out
+
+
+def _is_default_recipe(config: TrainSaeConfig) -> bool:
+    reference = TrainSaeConfig()
+    return all(getattr(config, f) == getattr(reference, f) for f in _RECIPE_FIELDS) and not (
+        config.corpus or config.dataset_id
+    )
+
+
+def train_default_saes(
+    force: bool = False, device: str = "auto", **overrides: Any
+) -> dict[str, Path]:
+    """Train the default SAEs into the cache (atomically: a killed run leaves no half cache).
+
+    `overrides` change the recipe (tests use it to train tiny stand-ins quickly).
+    """
+    root = defaults.default_sae_root()
+    dirs = defaults.default_sae_dirs(root)
+    if not force and all((d / "cfg.json").is_file() for d in dirs.values()):
+        print(f"pivotal-sae: default SAEs already trained in {root}", file=sys.stderr)
+        return dirs
+    staging = root.with_name(f".{root.name}.{os.getpid()}.tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    config = TrainSaeConfig(
+        hook=list(defaults.DEFAULT_HOOKS), out=staging, device=device, **overrides
+    )
+    try:
+        train(config, staging)
+        if root.exists():
+            shutil.rmtree(root)
+        root.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staging, root)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    print(f"pivotal-sae: default SAEs cached in {root}", file=sys.stderr)
+    return dirs
+
+
+def _fmt(summary: dict[str, Any], key: str) -> str:
+    values = [s[key] for s in summary["saes"].values()]
+    return ", ".join(f"{v:.3g}" for v in values)
+
+
+def hook_dir(out: Path, hooks: list[str], hook: str) -> Path:
+    """DIR for one hook, DIR/<hook> for several; the SAE itself is in `<that>/sae`."""
+    return out if len(hooks) == 1 else out / hook
+
+
+def train(config: TrainSaeConfig, out: Path) -> dict[str, Any]:
+    hooks = list(dict.fromkeys(config.hook or defaults.DEFAULT_HOOKS))
+    # Everything a user can get wrong is checked before the run directory is created.
+    corpus = open_corpus(
+        config.corpus,
+        dataset_id=config.dataset_id,
+        split=config.split,
+        text_column=config.text_column,
+    )
+    lm = LanguageModel.load(config.model, device=config.device, dtype=config.dtype)
+    for hook in hooks:
+        lm.resolve(hook)
+    n_eval = config.n_eval_prompts
+    eval_contexts = Contexts(
+        corpus, lm.tokenizer, config.max_tokens_in_prompt, n_eval, keep_bos=config.keep_bos
+    )
+    train_contexts = Contexts(
+        corpus,
+        lm.tokenizer,
+        config.max_tokens_in_prompt,
+        n_eval + config.n_prompts,
+        keep_bos=config.keep_bos,
+    )
+    eval_acts = collect_activations(lm, eval_contexts, hooks, config.context_batch_size)
+    if len(eval_acts[hooks[0]]) == 0:
+        raise UserError("the corpus gives no tokens to evaluate on; give it more text")
+    prepare_new_run_dir(out)
+    write_manifest(out, "train-sae", config_to_dict(config))
+
+    from torch.utils.tensorboard import SummaryWriter
+
+    trainers = _make_trainers(config, lm, hooks, eval_acts, corpus.name)
+    log = JsonlLog(out / "metrics.jsonl")
+    writer = SummaryWriter(str(out / "tensorboard"))
+    buffer = ActivationBuffer(config.buffer_tokens, config.batch_size, seed=config.seed)
+    chunks = _chunks(lm, train_contexts, hooks, config.context_batch_size, start=n_eval)
+    tokens, started = 0, time.perf_counter()
+    progress = _progress(config.n_prompts * (config.max_tokens_in_prompt - 1))
+    for step, batch in enumerate(buffer.batches(chunks), 1):
+        for hook, trainer in trainers.items():
+            output = trainer.train_step(batch[hook])
+            if step % config.log_every == 0:
+                metrics = trainer.metrics(output)
+                log.append({"step": step, "tokens": tokens + config.batch_size, "hook": hook,
+                            **metrics})  # fmt: skip
+                for name, value in metrics.items():
+                    writer.add_scalar(f"{hook}/{name}", value, step)
+        tokens += config.batch_size
+        progress.update(config.batch_size)
+    progress.close()
+    writer.close()
+    if tokens == 0:
+        raise UserError(
+            f"the corpus gave fewer than --batch-size ({config.batch_size}) training tokens "
+            "after the held-out contexts; give it more text or lower --n-eval-prompts"
+        )
+    seconds = time.perf_counter() - started
+    summary: dict[str, Any] = {
+        "tokens": tokens,
+        "tokens_per_second": tokens / seconds,
+        "wall_seconds": seconds,
+        "eval_tokens": len(eval_acts[hooks[0]]),
+        "saes": {},
+    }
+    for hook, trainer in trainers.items():
+        directory = hook_dir(out, hooks, hook)
+        staging = directory / ".sae.tmp"
+        trainer.save(staging)
+        os.replace(staging, directory / "sae")
+        scores = evaluate(read_sae_dir(directory / "sae", device=lm.device), eval_acts[hook])
+        entry = {
+            "hook": hook,
+            **scores,
+            "tokens": tokens,
+            "tokens_per_second": summary["tokens_per_second"],
+            "sae_dir": str(directory / "sae"),
+        }
+        summary["saes"][hook] = entry
+        if len(hooks) > 1:
+            atomic_write_json(directory / "summary.json", entry)
+    if len(hooks) == 1:
+        summary = {**summary["saes"][hooks[0]], **summary}
+    atomic_write_json(out / "summary.json", summary)
+    return summary
+
+
+def collect_activations(
+    lm: LanguageModel, contexts: Contexts, hooks: list[str], batch_size: int
+) -> dict[str, torch.Tensor]:
+    parts = list(_chunks(lm, contexts, hooks, batch_size, start=0))
+    return {
+        hook: torch.cat([p[hook] for p in parts]) if parts else torch.empty(0, lm.d_model)
+        for hook in hooks
+    }
+
+
+def _chunks(
+    lm: LanguageModel, contexts: Contexts, hooks: list[str], batch_size: int, start: int
+) -> Iterator[dict[str, torch.Tensor]]:
+    """Float32 activations of the counted tokens (no padding, no BOS) at every hook."""
+    for batch in contexts.batches(batch_size, start=start):
+        acts = lm.activations(batch.input_ids_BS, batch.attention_mask_BS, hooks)
+        counted = batch.count_mask_BS.to(lm.device)
+        yield {hook: acts[hook][counted].float() for hook in hooks}
+
+
+def _make_trainers(
+    config: TrainSaeConfig,
+    lm: LanguageModel,
+    hooks: list[str],
+    eval_acts: dict[str, torch.Tensor],
+    dataset: str,
+) -> dict[str, Any]:
+    total_tokens = config.n_prompts * (config.max_tokens_in_prompt - 1)
+    trainers = {}
+    for i, hook in enumerate(hooks):
+        acts = eval_acts[hook]
+        # SAELens's "expected_average_only_in": scale inputs to mean norm sqrt(d_in).
+        scale = math.sqrt(lm.d_model) / float(acts.norm(dim=-1).mean())
+        common = dict(
+            d_in=lm.d_model, d_sae=config.d_sae, k=config.k, hook_name=hook,
+            model_name=lm.name, context_size=config.max_tokens_in_prompt, dataset=dataset,
+            lr=config.lr, batch_size=config.batch_size, total_tokens=total_tokens,
+            scaling_factor=scale, b_dec_init=acts.mean(0) * scale, device=lm.device,
+            seed=config.seed + i,
+        )  # fmt: skip
+        if config.arch == "hierarchical":
+            from pivotal_sae.saes.lm_train_hierarchical import HierarchicalTrainer
+
+            trainers[hook] = HierarchicalTrainer(n_children=config.n_children, **common)
+        else:
+            trainers[hook] = _TopK(common)
+    return trainers
+
+
+class _TopK:
+    """The TopK arm of the loop: a SAELens trainer behind the three calls the loop makes."""
+
+    def __init__(self, options: dict[str, Any]) -> None:
+        from pivotal_sae.saes.lm_topk_trainer import make_topk_trainer
+
+        self.trainer = make_topk_trainer(**options)
+
+    def train_step(self, batch_NM: torch.Tensor) -> Any:
+        self.trainer.maybe_reset_sparsity()
+        output = self.trainer.step(batch_NM)
+        self.trainer.n_training_steps += 1
+        return output
+
+    def metrics(self, output: Any) -> dict[str, float]:
+        from pivotal_sae.saes.lm_topk_trainer import step_metrics
+
+        return step_metrics(self.trainer, output)
+
+    def save(self, directory: Path) -> None:
+        from pivotal_sae.saes.lm_topk_trainer import finish_and_save
+
+        shutil.rmtree(directory, ignore_errors=True)
+        finish_and_save(self.trainer, str(directory))
+
+
+@torch.no_grad()
+def evaluate(sae: Any, acts_NM: torch.Tensor, chunk: int = 8192) -> dict[str, float]:
+    """FVU, mean L0 and the share of latents that never fire, on held-out activations."""
+    error = torch.zeros((), dtype=torch.float64)
+    fired_E = torch.zeros(sae.d_sae, dtype=torch.bool, device=sae.device)
+    l0_sum = 0.0
+    for start in range(0, len(acts_NM), chunk):
+        x = acts_NM[start : start + chunk].to(sae.device, sae.dtype)
+        latents = sae.encode(x)
+        error += (sae.decode(latents) - x).double().pow(2).sum().cpu()
+        active = latents > 0
+        fired_E |= active.any(0)
+        l0_sum += float(active.sum())
+    x64 = acts_NM.double()
+    variance = (x64 - x64.mean(0)).pow(2).sum()
+    return {
+        "fvu": float(error / variance),
+        "l0": l0_sum / len(acts_NM),
+        "dead_fraction": float((~fired_E).float().mean()),
+    }
+
+
+def _progress(total: int) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(
+        total=total, unit="tok", unit_scale=True, desc="train-sae", disable=not sys.stderr.isatty()
+    )
