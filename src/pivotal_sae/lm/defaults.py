@@ -15,8 +15,11 @@ from pathlib import Path
 from pivotal_sae.errors import UserError
 
 DEFAULT_MODEL_NAME = "all-MiniLM-L6-v2"
-#: Residual stream after blocks 3 and 4 of the 6-block model.
-DEFAULT_HOOKS = ("blocks.3.hook_resid_post", "blocks.4.hook_resid_post")
+#: Residual stream after blocks 3 and 4 of the 6-block model. BERT normalizes after adding,
+#: so what flows to the next block is TransformerLens's `hook_normalized_resid_post`; its
+#: `hook_resid_post` is the sum before that LayerNorm, where one dimension holds ~44% of the
+#: variance at block 4 (docs/models.md), which starves most SAE latents.
+DEFAULT_HOOKS = ("blocks.3.hook_normalized_resid_post", "blocks.4.hook_normalized_resid_post")
 DEFAULT_D_SAE = 4096
 DEFAULT_K = 32
 #: Bump when the default recipe changes, so caches of the old recipe are not reused.

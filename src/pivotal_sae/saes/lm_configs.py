@@ -16,7 +16,7 @@ class TrainSaeConfig(CorpusOptions, ModelOptions):
 
     hook: list[str] | None = None
     """Hook(s) to train on, e.g. blocks.3.hook_resid_post; several train one SAE each from one
-    pass over the corpus (default: blocks.3 and blocks.4 hook_resid_post)."""
+    pass over the corpus (default: MiniLM's blocks.3 and blocks.4 hook_normalized_resid_post)."""
 
     arch: Literal["topk", "hierarchical"] = "topk"
     """SAE architecture: TopK, or the toy lab's hierarchical SAE (TopK parents with children)."""

@@ -24,15 +24,90 @@ from sae_lens.training.sae_trainer import SAETrainer
 DEAD_AFTER_TOKENS = 1 << 17
 
 
+class _SparseDecode(torch.autograd.Function):
+    """`sum_k values[n, k] * W_dec[indices[n, k]]` with a backward that stays sparse.
+
+    `embedding_bag`'s own backward sorts the indices; here the decoder's gradient is one sparse
+    (E × N) @ (N × M) product and the values' gradient k dot products per token.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any, values_NK: torch.Tensor, indices_NK: torch.Tensor, W_dec: torch.Tensor
+    ) -> torch.Tensor:
+        ctx.save_for_backward(values_NK, indices_NK, W_dec)
+        return F.embedding_bag(indices_NK, W_dec, per_sample_weights=values_NK, mode="sum")
+
+    @staticmethod
+    def backward(ctx: Any, grad_NM: torch.Tensor) -> tuple[torch.Tensor | None, None, torch.Tensor]:
+        values_NK, indices_NK, W_dec = ctx.saved_tensors
+        grad_values = None
+        if ctx.needs_input_grad[0]:
+            grad_values = torch.bmm(W_dec[indices_NK], grad_NM.unsqueeze(-1)).squeeze(-1)
+        n, k = indices_NK.shape
+        rows = torch.arange(n, device=grad_NM.device).repeat_interleave(k)
+        acts_EN = torch.sparse_coo_tensor(
+            torch.stack([indices_NK.flatten(), rows]), values_NK.flatten(), (W_dec.shape[0], n),
+            check_invariants=False,
+        )  # fmt: skip
+        return grad_values, None, torch.sparse.mm(acts_EN, grad_NM)
+
+
+class _Encode(torch.autograd.Function):
+    """`(x - b_dec) @ W_enc + b_enc`, without the (tokens × d_in) input gradient autograd makes.
+
+    The input is data and needs no gradient; `b_dec` only needs the column sums of the
+    pre-activations' gradient, so one (M × E) @ (E) product replaces an (N × E) @ (E × M) one.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any, x_NM: torch.Tensor, W_enc: torch.Tensor, b_enc: torch.Tensor,
+        b_dec: torch.Tensor | None,
+    ) -> torch.Tensor:  # fmt: skip
+        sae_in = x_NM - b_dec if b_dec is not None else x_NM
+        ctx.save_for_backward(sae_in, W_enc)
+        ctx.has_b_dec = b_dec is not None
+        return torch.addmm(b_enc, sae_in, W_enc)
+
+    @staticmethod
+    def backward(ctx: Any, grad_NE: torch.Tensor) -> tuple[Any, ...]:
+        sae_in, W_enc = ctx.saved_tensors
+        column_E = grad_NE.sum(0)
+        grad_b_dec = -(W_enc @ column_E) if ctx.has_b_dec else None
+        return None, sae_in.T @ grad_NE, column_E, grad_b_dec
+
+
 class SparseDecodeTopKTrainingSAE(TopKTrainingSAE):
     def _decode_active(self, values_NK: torch.Tensor, indices_NK: torch.Tensor) -> torch.Tensor:
         if self.cfg.rescale_acts_by_decoder_norm:
             values_NK = values_NK / self.W_dec.norm(dim=-1)[indices_NK]
-        return F.embedding_bag(indices_NK, self.W_dec, per_sample_weights=values_NK, mode="sum")
+        return _SparseDecode.apply(values_NK, indices_NK, self.W_dec)
+
+    def encode_with_hidden_pre(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """SAELens's TopK encode, keeping the k values and indices for `decode`."""
+        if self.cfg.normalize_activations not in ("none", "expected_average_only_in"):
+            return super().encode_with_hidden_pre(x)  # runtime normalisation: SAELens's path
+        b_dec = self.b_dec if self.cfg.apply_b_dec_to_input else None
+        sae_in = self.hook_sae_input(x.to(self.dtype))
+        hidden_pre = self.hook_sae_acts_pre(_Encode.apply(sae_in, self.W_enc, self.b_enc, b_dec))
+        if self.cfg.rescale_acts_by_decoder_norm:
+            hidden_pre = hidden_pre * self.W_dec.norm(dim=-1)
+        values_NK, indices_NK = hidden_pre.topk(self.cfg.k, dim=-1, sorted=False)
+        values_NK = values_NK.relu()
+        feature_acts = torch.zeros_like(hidden_pre).scatter(-1, indices_NK, values_NK)
+        feature_acts = self.hook_sae_acts_post(feature_acts)
+        self._active = (feature_acts, values_NK, indices_NK)
+        return feature_acts, hidden_pre
 
     def decode(self, feature_acts: torch.Tensor) -> torch.Tensor:
-        # TopK leaves at most k non-zeros per row; re-finding them costs less than a dense matmul.
-        values_NK, indices_NK = feature_acts.topk(self.cfg.k, dim=-1, sorted=False)
+        # Decode from the k active latents, not with a dense (tokens × latents) matmul.
+        active = getattr(self, "_active", None)
+        if active is not None and active[0] is feature_acts:
+            _, values_NK, indices_NK = active
+        else:
+            values_NK, indices_NK = feature_acts.topk(self.cfg.k, dim=-1, sorted=False)
+        self._active = None
         sae_out = self._decode_active(values_NK, indices_NK) + self.b_dec
         return self.run_time_activation_norm_fn_out(self.hook_sae_recons(sae_out))
 

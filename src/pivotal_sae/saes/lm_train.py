@@ -3,7 +3,7 @@
 The loop is visible top to bottom: contexts → activations at every hook in one forward pass
 (stopping after the deepest hook) → a shuffling buffer → one training step per hook's SAE →
 metrics to TensorBoard and metrics.jsonl. TopK SAEs train through SAELens's `SAETrainer` (see
-`lm_topk_trainer`); the hierarchical SAE trains through `lm_train_hierarchical`. At the end each
+`lm_topk_trainer`); the hierarchical SAE trains through `lm_hierarchical`. At the end each
 SAE is saved in SAELens format, read back with our own `Sae`, and scored on held-out contexts.
 """
 
@@ -228,7 +228,7 @@ def _make_trainers(
             seed=config.seed + i,
         )  # fmt: skip
         if config.arch == "hierarchical":
-            from pivotal_sae.saes.lm_train_hierarchical import HierarchicalTrainer
+            from pivotal_sae.saes.lm_hierarchical import HierarchicalTrainer
 
             trainers[hook] = HierarchicalTrainer(n_children=config.n_children, **common)
         else:

@@ -78,7 +78,7 @@ def read_sae_dir(
         raise UserError(f"{option} {path}: {CFG} is not valid JSON ({exc})") from None
     if not isinstance(cfg, dict) or "d_in" not in cfg or "d_sae" not in cfg:
         raise UserError(f"{option} {path}: {CFG} is not an SAELens config (no d_in / d_sae)")
-    if cfg.get("architecture") == "pivotal_hierarchical":
+    if cfg.get("architecture") == "hierarchical":
         from pivotal_sae.saes.lm_hierarchical import read_hierarchical_dir
 
         return read_hierarchical_dir(path, cfg, device=device, dtype=_dtype(dtype))
