@@ -72,15 +72,12 @@ class PairSearch:
     settings: dict[str, object]
 
 
-def poisson_cdf(observed: int, mean: float) -> float:
-    """P(X <= observed) for X ~ Poisson(mean), summed in log space."""
-    if mean <= 0:
-        return 1.0
-    if observed > 1000:  # normal approximation; the exact sum would cost `observed` terms
-        return 0.5 * math.erfc(-(observed + 0.5 - mean) / math.sqrt(2 * mean))
-    terms = [k * math.log(mean) - mean - math.lgamma(k + 1) for k in range(observed + 1)]
-    top = max(terms)
-    return min(1.0, math.exp(top) * sum(math.exp(t - top) for t in terms))
+def poisson_cdf(observed: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
+    """P(X <= observed) for X ~ Poisson(mean), elementwise: the regularized upper incomplete
+    gamma Q(observed + 1, mean)."""
+    observed = observed.to(torch.float64)
+    mean = mean.to(torch.float64)
+    return torch.where(mean > 0, torch.special.gammaincc(observed + 1, mean), 1.0)
 
 
 def as_cooccurrence_source(
@@ -175,29 +172,25 @@ def _pairs_from(
 ) -> list[LatentPair]:
     cos, a, b = best
     firing = source.firing_counts_e.to(a.device)
+    observed = source.lookup(a, b)
+    expected = expected_cooccurrence(source.firing_counts_e, source.tokens_counted, a, b)
     columns = {
         "cosine": cos.tolist(),
         "latent_a": a.tolist(),
         "latent_b": b.tolist(),
-        "cooccurrence": source.lookup(a, b).tolist(),
-        "expected_cooccurrence": expected_cooccurrence(
-            source.firing_counts_e, source.tokens_counted, a, b
-        ).tolist(),
+        "cooccurrence": observed.tolist(),
+        "expected_cooccurrence": expected.tolist(),
+        "p_at_most_observed": poisson_cdf(observed, expected).tolist(),
         "firing_a": firing[a].tolist(),
         "firing_b": firing[b].tolist(),
     }
     if ablations_e is not None:
         columns["ablations_a"] = ablations_e[a].tolist()
         columns["ablations_b"] = ablations_e[b].tolist()
-    rows = [
-        dict(zip(columns, values, strict=True)) for values in zip(*columns.values(), strict=True)
-    ]
+    names = list(columns)
     return [
-        LatentPair(
-            **row,
-            p_at_most_observed=poisson_cdf(row["cooccurrence"], row["expected_cooccurrence"]),
-        )
-        for row in rows
+        LatentPair(**dict(zip(names, values, strict=True)))
+        for values in zip(*columns.values(), strict=True)
     ]
 
 
