@@ -155,14 +155,12 @@ class HierarchicalTrainer:
         for name in ("W_dec", "W_dec_child", "b_dec"):
             state[name] /= self.scale
         o = self.options
-        base = Sae.random(o["d_in"], 1, architecture="topk", k=1, hook_name=o["hook_name"],
-                          model_name=o["model_name"])  # fmt: skip
-        cfg = sae_cfg_dict(base)
-        cfg.update(
-            architecture="hierarchical", d_sae=o["d_sae"], k=o["k"],
-            n_children=self.sae.n_children, relu=True, apply_b_dec_to_input=False,
+        info = SaeInfo(
+            architecture="hierarchical", d_in=o["d_in"], d_sae=o["d_sae"], k=o["k"],
+            hook_name=o["hook_name"], apply_b_dec_to_input=False, model_name=o["model_name"],
         )  # fmt: skip
-        cfg.pop("rescale_acts_by_decoder_norm", None)
+        cfg = sae_cfg_dict(info)
+        cfg.update(k=o["k"], n_children=self.sae.n_children, relu=True)
         cfg["metadata"].update(context_size=o["context_size"], dataset_path=o["dataset"])
         directory.mkdir(parents=True, exist_ok=True)
         atomic_save_safetensors(directory / "sae_weights.safetensors", state)

@@ -167,9 +167,10 @@ def _via_sae_lens_disk(path: Path, device: str | torch.device) -> Sae:
 
 
 # ---------------------------------------------------------------------- saving
-def sae_cfg_dict(sae: Sae) -> dict[str, Any]:
+def sae_cfg_dict(sae: Sae | SaeInfo, dtype: torch.dtype = torch.float32) -> dict[str, Any]:
     """The SAELens 6 `cfg.json` of a native SAE (loadable by `sae_lens.SAE.load_from_disk`)."""
-    info = sae.info
+    info = sae if isinstance(sae, SaeInfo) else sae.info
+    dtype = dtype if isinstance(sae, SaeInfo) else sae.dtype
     try:
         version = importlib.metadata.version("sae-lens")
     except importlib.metadata.PackageNotFoundError:
@@ -186,7 +187,7 @@ def sae_cfg_dict(sae: Sae) -> dict[str, Any]:
     cfg: dict[str, Any] = {
         "d_in": info.d_in,
         "d_sae": info.d_sae,
-        "dtype": str(sae.dtype).removeprefix("torch."),
+        "dtype": str(dtype).removeprefix("torch."),
         "device": "cpu",
         "apply_b_dec_to_input": info.apply_b_dec_to_input,
         "normalize_activations": "none",
