@@ -81,6 +81,7 @@ def pair_codes(
     first_code_N: torch.Tensor,
     *,
     strict: bool,
+    n_pairs: int | None = None,
 ) -> torch.Tensor:
     """One code per pair of active entries (p, q) of the same token with p <= q (p < q if strict).
 
@@ -90,7 +91,8 @@ def pair_codes(
     device = latents_N.device
     entry_N = torch.arange(latents_N.numel(), device=device)
     partners_N = torch.cumsum(counts_T, 0)[tokens_N] - entry_N - int(strict)
-    n_pairs = int(partners_N.sum())
+    if n_pairs is None:  # each int() of a device value is a host sync; callers may know it
+        n_pairs = int(partners_N.sum())
     run_start_N = torch.cumsum(partners_N, 0) - partners_N
     # Within the run of pairs that starts at entry p, the partner index rises by one per pair.
     shift_P = torch.repeat_interleave(
@@ -101,19 +103,24 @@ def pair_codes(
     return first_P + latents_N.to(first_P.dtype)[partner_P]
 
 
-def token_chunks(counts_T: torch.Tensor, *, strict: bool) -> list[tuple[int, int, int, int]]:
-    """Split tokens into runs of at most ~PAIRS_PER_CHUNK pairs: (t0, t1, n0, n1) each."""
+def token_chunks(counts_T: torch.Tensor, *, strict: bool) -> list[tuple[int, int, int, int, int]]:
+    """Split tokens into runs of at most ~PAIRS_PER_CHUNK pairs: (t0, t1, n0, n1, pairs) each,
+    tokens t0..t1 owning entries n0..n1."""
     pairs_T = counts_T * (counts_T - 1) // 2 if strict else counts_T * (counts_T + 1) // 2
-    total = int(pairs_T.sum())
-    ends_T = torch.cumsum(counts_T, 0).tolist()
+    cum_pairs_T = torch.cumsum(pairs_T, 0)
+    ends_T = torch.cumsum(counts_T, 0)
+    n_tokens = counts_T.numel()
+    if n_tokens == 0:
+        return []
+    total, n_entries = torch.stack([cum_pairs_T[-1], ends_T[-1]]).tolist()  # one sync
     if total <= PAIRS_PER_CHUNK:
-        return [(0, counts_T.numel(), 0, ends_T[-1] if ends_T else 0)]
-    cum_T = torch.cumsum(pairs_T, 0)
+        return [(0, n_tokens, 0, n_entries, total)]
     marks = torch.arange(PAIRS_PER_CHUNK, total, PAIRS_PER_CHUNK, device=counts_T.device)
-    cuts = sorted(set(torch.searchsorted(cum_T, marks, right=True).tolist()) - {0})
-    bounds = [0, *[c for c in cuts if c < counts_T.numel()], counts_T.numel()]
+    cuts = sorted(set(torch.searchsorted(cum_pairs_T, marks, right=True).tolist()) - {0})
+    bounds = [0, *[c for c in cuts if c < n_tokens], n_tokens]
+    ends, cum = [0, *ends_T.tolist()], [0, *cum_pairs_T.tolist()]
     return [
-        (t0, t1, ends_T[t0 - 1] if t0 else 0, ends_T[t1 - 1])
+        (t0, t1, ends[t0], ends[t1], cum[t1] - cum[t0])
         for t0, t1 in itertools.pairwise(bounds)
         if t1 > t0
     ]
@@ -160,8 +167,8 @@ class _Counter:
         self, tokens_N: torch.Tensor, latents_N: torch.Tensor, counts_T: torch.Tensor
     ) -> None:
         self.firing_counts_e += torch.bincount(latents_N, minlength=self.d_sae)
-        for t0, t1, n0, n1 in token_chunks(counts_T, strict=self._strict):
-            self._add_pairs(tokens_N[n0:n1] - t0, latents_N[n0:n1], counts_T[t0:t1])
+        for t0, t1, n0, n1, n_pairs in token_chunks(counts_T, strict=self._strict):
+            self._add_pairs(tokens_N[n0:n1] - t0, latents_N[n0:n1], counts_T[t0:t1], n_pairs)
 
     def _wants_matmul(self, acts_TE: torch.Tensor) -> bool:
         return False
@@ -172,7 +179,11 @@ class _Counter:
     _strict: bool
 
     def _add_pairs(
-        self, tokens_N: torch.Tensor, latents_N: torch.Tensor, counts_T: torch.Tensor
+        self,
+        tokens_N: torch.Tensor,
+        latents_N: torch.Tensor,
+        counts_T: torch.Tensor,
+        n_pairs: int | None = None,
     ) -> None:
         raise NotImplementedError
 
@@ -263,12 +274,16 @@ class DenseCooccurrence(_Counter):
         return matmul_s < pairs * _SCATTER_S_PER_PAIR
 
     def _add_pairs(
-        self, tokens_N: torch.Tensor, latents_N: torch.Tensor, counts_T: torch.Tensor
+        self,
+        tokens_N: torch.Tensor,
+        latents_N: torch.Tensor,
+        counts_T: torch.Tensor,
+        n_pairs: int | None = None,
     ) -> None:
         # int32 codes are measurably faster on CPU and suffice while the packed size fits.
         code_dtype = torch.int32 if self.packed_counts.numel() <= INT32_MAX else torch.int64
         first_N = self._offsets_e[latents_N].to(code_dtype)
-        codes_P = pair_codes(tokens_N, latents_N, counts_T, first_N, strict=False)
+        codes_P = pair_codes(tokens_N, latents_N, counts_T, first_N, strict=False, n_pairs=n_pairs)
         ones = torch.ones((), dtype=self.packed_counts.dtype, device=self.device)
         self.packed_counts.index_add_(0, codes_P, ones.expand(codes_P.numel()))
 
@@ -359,9 +374,14 @@ class SparseCooccurrence(_Counter):
         self._n_pending = 0
 
     def _add_pairs(
-        self, tokens_N: torch.Tensor, latents_N: torch.Tensor, counts_T: torch.Tensor
+        self,
+        tokens_N: torch.Tensor,
+        latents_N: torch.Tensor,
+        counts_T: torch.Tensor,
+        n_pairs: int | None = None,
     ) -> None:
-        codes_P = pair_codes(tokens_N, latents_N, counts_T, latents_N * self.d_sae, strict=True)
+        first_N = latents_N * self.d_sae
+        codes_P = pair_codes(tokens_N, latents_N, counts_T, first_N, strict=True, n_pairs=n_pairs)
         self._pending.append(codes_P)
         self._n_pending += codes_P.numel()
         if self._n_pending >= self.flush_pairs:
