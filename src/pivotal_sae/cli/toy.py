@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import typer
+from typer.core import TyperCommand
 
 from pivotal_sae.configs import typer_command
 from pivotal_sae.toy.config import ToyTrainConfig
@@ -13,8 +16,35 @@ app = typer.Typer(
 )
 
 
+class PlainHelpCommand(TyperCommand):
+    """Click's plain help: rich's 80-column tables cut this command's many long option names
+    short ("--perturbation-s…"), which makes them impossible to copy."""
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        super(TyperCommand, self).format_help(ctx, formatter)
+
+HEADLINE = (
+    "adjusted_pair_detection_rate",
+    "pair_detection_rate",
+    "mmcs_mean",
+    "dead_latents",
+    "absorption_rate",
+    "val_reconstruction_mse",
+    "steps_per_second",
+)
+
+
 def _train(config: ToyTrainConfig) -> None:
-    print(config)
+    from pivotal_sae.toy.train import train
+
+    summary = train(config)
+    shown = ", ".join(
+        f"{key} {value:.4g}" if isinstance(value, float) else f"{key} {value}"
+        for key in HEADLINE
+        if (value := summary.get(key)) is not None
+    )
+    print(shown)
+    print(f"results in {summary['run_dir']} (summary.json, metrics.jsonl, plots/, tensorboard/)")
 
 
-app.command("train")(typer_command(ToyTrainConfig, _train))
+app.command("train", cls=PlainHelpCommand)(typer_command(ToyTrainConfig, _train))

@@ -1,0 +1,230 @@
+"""Hierarchical TopK SAE: TopK parent latents, each with `n_children` winner-take-all children.
+
+SPEC §1: a child can be non-zero only where its parent is among the top k; among a parent's
+children only the one with the largest pre-activation survives. The reconstruction is the parent
+decoder output plus the surviving children's decoder outputs. Child latents are numbered
+parent-major (`h = e * N + n`), so `W_dec_child` (H, M) viewed as (E, N, M) groups siblings.
+
+During training an exponential moving average (coefficient 0.01, starting at 1) of each child's
+activation divided by its parent's, over the rows where both fire, gives the child's effective
+direction `d_e + r_en * d_en` that the metrics score.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float
+from torch import Tensor, nn
+
+from pivotal_sae.saes.topk import (
+    Init,
+    TopKSae,
+    ToySaeOutput,
+    fired_latents,
+    linear_uniform_,
+    random_unit_rows,
+    scatter_dense,
+)
+
+RATIO_EMA_COEFF = 0.01
+
+
+def centered_sibling_rows(
+    d_sae: int, n_children: int, d_in: int, generator: torch.Generator
+) -> Float[Tensor, "H M"]:
+    """Random unit rows whose siblings sum to zero (two children: opposite directions).
+
+    With tied encoders and zero biases, some sibling then always has a non-negative
+    pre-activation, so every parent row starts with a firing child: both children learn from the
+    first step, splitting their parent's rows like 2-means, instead of one child winning rows
+    it cannot use while the other, silenced by ReLU, never gets a gradient.
+    """
+    rows_ENM = random_unit_rows(d_sae * n_children, d_in, generator).view(d_sae, n_children, -1)
+    rows_ENM = rows_ENM - rows_ENM.mean(dim=1, keepdim=True)
+    return (rows_ENM / rows_ENM.norm(dim=-1, keepdim=True).clamp_min(1e-8)).flatten(0, 1)
+
+
+class HierarchicalSae(TopKSae):
+    architecture = "hierarchical"
+
+    def __init__(
+        self,
+        d_in: int,
+        d_sae: int,
+        k: int,
+        n_children: int = 2,
+        *,
+        relu: bool = True,
+        init: Init = "tied",
+        balance: bool = False,
+        parent_recon_coeff: float = 0.0,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        generator = generator or torch.Generator().manual_seed(0)
+        super().__init__(d_in, d_sae, k, relu=relu, init=init, balance=balance, generator=generator)
+        self.n_children = n_children
+        self.parent_recon_coeff = parent_recon_coeff
+        d_child = d_sae * n_children
+        self.W_enc_child = nn.Parameter(torch.empty(d_in, d_child))
+        self.b_enc_child = nn.Parameter(torch.zeros(d_child))
+        self.W_dec_child = nn.Parameter(torch.empty(d_child, d_in))
+        self.register_buffer("child_ratio_H", torch.ones(d_child))
+        if init == "linear":
+            # The original built one nn.Linear pair per child slot, so fans are per slot.
+            linear_uniform_(self.W_enc_child, d_in, generator)
+            linear_uniform_(self.b_enc_child, d_in, generator)
+            linear_uniform_(self.W_dec_child, d_sae, generator)
+        else:
+            with torch.no_grad():
+                self.W_dec_child.copy_(centered_sibling_rows(d_sae, n_children, d_in, generator))
+                self.W_enc_child.copy_(self.W_dec_child.T)
+
+    def forward(self, x_BM: Float[Tensor, "B M"]) -> ToySaeOutput:
+        pre_acts_BE = torch.addmm(self.b_enc, x_BM, self.W_enc)
+        values_BK, indices_BK = self.select(pre_acts_BE)
+        batch, n = x_BM.shape[0], self.n_children
+        child_pre_acts_BH = torch.addmm(self.b_enc_child, x_BM, self.W_enc_child)
+        under_parent_BKN = child_pre_acts_BH.view(batch, self.d_sae, n).gather(
+            1, indices_BK[..., None].expand(-1, -1, n)
+        )
+        child_values_BK, child_slots_BK = under_parent_BKN.max(dim=-1)
+        if self.relu:
+            child_values_BK = child_values_BK.relu()
+        # A child fires only where its parent does (a ReLU'd parent of 0 does not fire).
+        child_values_BK = torch.where(values_BK != 0, child_values_BK, 0.0)
+        child_acts_BH = scatter_dense(
+            child_values_BK, indices_BK * n + child_slots_BK, self.d_sae * n
+        )
+        parent_acts_BE = scatter_dense(values_BK, indices_BK, self.d_sae)
+        recon_BM = torch.addmm(
+            torch.addmm(self.b_dec, parent_acts_BE, self.W_dec), child_acts_BH, self.W_dec_child
+        )
+        return ToySaeOutput(
+            recon_BM,
+            values_BK,
+            indices_BK,
+            pre_acts_BE,
+            child_values_BK,
+            child_slots_BK,
+            child_pre_acts_BH,
+        )
+
+    def reconstruction_loss(self, x_BM: Tensor, out: ToySaeOutput) -> Tensor:
+        """MSE of the full reconstruction, plus (if `parent_recon_coeff`) that of the parents alone.
+
+        The second term is the Matryoshka idea applied to the hierarchy: parents must reconstruct
+        well without their children, so a parent latent cannot settle between two ground-truth
+        parents and leave its children to tell them apart.
+        """
+        loss = F.mse_loss(out.recon_BM, x_BM)
+        if self.parent_recon_coeff:
+            parent_recon_BM = self.parent_reconstruction(out)
+            loss = loss + self.parent_recon_coeff * F.mse_loss(parent_recon_BM, x_BM)
+        return loss
+
+    def alignment_loss(self, out: ToySaeOutput) -> Tensor:
+        """SPEC's auxiliary loss: minus cos(a_p d_p, a_p d_p + a_c d_c) per active parent, / B.
+
+        Activations are detached (as in the original), so only decoder directions move.
+        """
+        assert out.child_values_BK is not None and out.child_slots_BK is not None
+        parent_BKM = out.values_BK.detach()[..., None] * self.W_dec[out.indices_BK]
+        child_index_BK = out.indices_BK * self.n_children + out.child_slots_BK
+        child_BKM = out.child_values_BK.detach()[..., None] * self.W_dec_child[child_index_BK]
+        cos_BK = F.cosine_similarity(parent_BKM, parent_BKM + child_BKM, dim=-1)
+        active_BK = out.values_BK.detach() > 0
+        return -(cos_BK * active_BK).sum() / out.values_BK.shape[0]
+
+    @torch.no_grad()
+    def update_child_ratios_(self, out: ToySaeOutput) -> None:
+        """EMA of child/parent activation per child latent, over rows where both fire."""
+        assert out.child_values_BK is not None and out.child_slots_BK is not None
+        both_BK = (out.values_BK != 0) & (out.child_values_BK != 0)
+        ratio_BK = torch.where(both_BK, out.child_values_BK / out.values_BK, 0.0)
+        child_index = (out.indices_BK * self.n_children + out.child_slots_BK).flatten()
+        sums_H = torch.zeros_like(self.child_ratio_H).index_add_(0, child_index, ratio_BK.flatten())
+        counts_H = torch.zeros_like(self.child_ratio_H).index_add_(
+            0, child_index, both_BK.flatten().float()
+        )
+        batch_mean_H = sums_H / counts_H.clamp_min(1)
+        updated_H = (1 - RATIO_EMA_COEFF) * self.child_ratio_H + RATIO_EMA_COEFF * batch_mean_H
+        self.child_ratio_H.copy_(torch.where(counts_H > 0, updated_H, self.child_ratio_H))
+
+    def child_directions_ENM(self, adjusted: bool = True) -> Float[Tensor, "E N M"]:
+        """Effective child directions `d_e + r_en d_en` (r = 1 when not `adjusted`)."""
+        child_HM = self.W_dec_child
+        if adjusted:
+            child_HM = child_HM * self.child_ratio_H[:, None]
+        return self.W_dec[:, None, :] + child_HM.view(self.d_sae, self.n_children, -1)
+
+    def decoder_rows(self) -> dict[str, Tensor]:
+        return {"parent": self.W_dec, "child": self.W_dec_child}
+
+    def dead_latent_candidates(self, out: ToySaeOutput) -> dict[str, Tensor]:
+        assert out.child_pre_acts_BH is not None
+        batch = out.pre_acts_BE.shape[0]
+        # A child may only be revived on rows where its parent fires, as it may only fire there.
+        parent_fires_BE = scatter_dense((out.values_BK != 0).float(), out.indices_BK, self.d_sae)
+        allowed_BH = parent_fires_BE.bool().repeat_interleave(self.n_children, dim=1)
+        child_BH = torch.where(allowed_BH, out.child_pre_acts_BH, float("-inf"))
+        return {"parent": out.pre_acts_BE, "child": child_BH.view(batch, -1)}
+
+    def revival_targets(self, x_BM: Tensor, out: ToySaeOutput) -> dict[str, Tensor]:
+        """Dead parents explain what the parents alone leave over when they are trained to
+        reconstruct alone; otherwise, like dead children, what the whole SAE leaves over."""
+        residual_BM = x_BM - out.recon_BM
+        if not self.parent_recon_coeff:
+            return {"parent": residual_BM, "child": residual_BM}
+        return {"parent": x_BM - self.parent_reconstruction(out), "child": residual_BM}
+
+    def parent_reconstruction(self, out: ToySaeOutput) -> Tensor:
+        parent_acts_BE = scatter_dense(out.values_BK, out.indices_BK, self.d_sae)
+        return torch.addmm(self.b_dec, parent_acts_BE, self.W_dec)
+
+    def fired(self, out: ToySaeOutput) -> dict[str, Tensor]:
+        assert out.child_values_BK is not None and out.child_slots_BK is not None
+        child_index_BK = out.indices_BK * self.n_children + out.child_slots_BK
+        return {
+            "parent": fired_latents(out.values_BK, out.indices_BK, self.d_sae),
+            "child": fired_latents(
+                out.child_values_BK, child_index_BK, self.d_sae * self.n_children
+            ),
+        }
+
+    def firing_counts(self, out: ToySaeOutput) -> dict[str, tuple[Tensor, Tensor]]:
+        assert out.child_values_BK is not None and out.child_slots_BK is not None
+        parent_fires_E, rows_E = super().firing_counts(out)["latent"]
+        child_fires_H = torch.zeros_like(self.child_ratio_H).index_add_(
+            0,
+            (out.indices_BK * self.n_children + out.child_slots_BK).flatten(),
+            (out.child_values_BK != 0).flatten().float(),
+        )
+        # A child can only fire on its parent's rows.
+        chances_H = parent_fires_E.repeat_interleave(self.n_children)
+        return {"parent": (parent_fires_E, rows_E), "child": (child_fires_H, chances_H)}
+
+    def fair_shares(self) -> dict[str, float]:
+        return {"parent": self.k / self.d_sae, "child": 1 / self.n_children}
+
+    def config_dict(self) -> dict[str, object]:
+        return {
+            **super().config_dict(),
+            "n_children": self.n_children,
+            "parent_recon_coeff": self.parent_recon_coeff,
+        }
+
+    @torch.no_grad()
+    def set_to_ground_truth_(self, parents_AM: Tensor, perturbations_ANM: Tensor) -> None:
+        """Parent encoder/decoder = parent directions, children = unit perturbations, biases 0."""
+        units_HM = (perturbations_ANM / perturbations_ANM.norm(dim=-1, keepdim=True)).flatten(0, 1)
+        for param, value in [
+            (self.W_enc, parents_AM.T),
+            (self.W_dec, parents_AM),
+            (self.W_enc_child, units_HM.T),
+            (self.W_dec_child, units_HM),
+        ]:
+            param.copy_(value)
+        for bias in (self.b_enc, self.b_dec, self.b_enc_child):
+            bias.zero_()
+        self.child_ratio_H.fill_(1.0)

@@ -1,0 +1,83 @@
+"""Build toy-lab SAEs by name and save/load them as self-describing directories.
+
+A directory holds `cfg.json` (architecture, widths, k, ...) beside `sae_weights.safetensors`,
+the SAELens layout: a flat `topk` SAE trained here (with ReLU) is an ordinary SAELens TopK SAE.
+Hierarchical and Matryoshka SAEs add their own tensors (`W_enc_child`, `child_ratio_H`, ...) and
+name their architecture in the config.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file
+
+from pivotal_sae.runs import atomic_save_safetensors, atomic_write_json
+from pivotal_sae.saes.hierarchical import HierarchicalSae
+from pivotal_sae.saes.matryoshka import MatryoshkaSae
+from pivotal_sae.saes.topk import Init, TopKSae
+
+WEIGHTS = "sae_weights.safetensors"
+CONFIG = "cfg.json"
+
+ToySae = TopKSae  # every toy architecture subclasses TopKSae
+
+
+def build_toy_sae(
+    architecture: str,
+    d_in: int,
+    d_sae: int,
+    k: int,
+    *,
+    n_children: int = 2,
+    prefixes: tuple[int, ...] | None = None,
+    relu: bool = True,
+    init: Init = "tied",
+    parent_recon_coeff: float = 0.0,
+    balance: bool = False,
+    generator: torch.Generator | None = None,
+) -> TopKSae:
+    common: dict[str, Any] = {
+        "relu": relu,
+        "init": init,
+        "balance": balance,
+        "generator": generator,
+    }
+    if architecture == "topk":
+        return TopKSae(d_in, d_sae, k, **common)
+    if architecture == "hierarchical":
+        return HierarchicalSae(
+            d_in, d_sae, k, n_children, parent_recon_coeff=parent_recon_coeff, **common
+        )
+    if architecture == "matryoshka":
+        return MatryoshkaSae(d_in, d_sae, k, prefixes, **common)
+    raise ValueError(f"unknown toy SAE architecture {architecture!r}")
+
+
+def save_toy_sae(sae: TopKSae, directory: Path, extra: dict[str, Any] | None = None) -> None:
+    """Write weights first and the config last, so a directory with a config is complete."""
+    config = {**sae.config_dict(), **(extra or {})}
+    atomic_save_safetensors(
+        directory / WEIGHTS, sae.state_dict(), metadata={"cfg": json.dumps(config)}
+    )
+    atomic_write_json(directory / CONFIG, config)
+
+
+def load_toy_sae(directory: Path, device: torch.device | str = "cpu") -> TopKSae:
+    config = json.loads((directory / CONFIG).read_text())
+    sae = build_toy_sae(
+        config["architecture"],
+        config["d_in"],
+        config["d_sae"],
+        config["k"],
+        n_children=config.get("n_children", 2),
+        prefixes=tuple(config["prefixes"]) if "prefixes" in config else None,
+        relu=config.get("relu", True),
+        parent_recon_coeff=config.get("parent_recon_coeff", 0.0),
+        balance=config.get("balance", False),
+    )
+    sae.load_state_dict(load_file(str(directory / WEIGHTS)))
+    return sae.to(device)

@@ -1,0 +1,162 @@
+"""The PNG plots of a toy run (SPEC §1, Outputs), drawn with matplotlib's Agg canvas.
+
+Figures are built on `matplotlib.figure.Figure` directly (no pyplot state) at a modest dpi, so a
+round of plots costs well under a second even for long runs that draw many rounds.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from pivotal_sae.saes.hierarchical import HierarchicalSae
+from pivotal_sae.saes.topk import TopKSae
+from pivotal_sae.toy.data import ToyFeatures
+from pivotal_sae.toy.metrics import cosine_sims, nearest_children, pair_detected
+
+DPI = 100
+CMAP = "RdYlBu_r"
+
+
+def _figure(width: float, height: float):  # -> matplotlib.figure.Figure
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), dpi=DPI)
+
+
+def _save(fig, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=DPI, bbox_inches="tight")
+    tmp.replace(path)
+
+
+def _heatmap(
+    sims: Float[Tensor, "R C"],
+    path: Path,
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    row_group: int = 1,
+    col_group: int = 1,
+) -> None:
+    rows, cols = sims.shape
+    fig = _figure(min(4 + cols * 0.12, 20), min(3 + rows * 0.1, 20))
+    ax = fig.add_subplot()
+    image = ax.imshow(
+        sims.detach().cpu().numpy(),
+        cmap=CMAP,
+        vmin=-1,
+        vmax=1,
+        aspect="auto",
+        interpolation="nearest",
+    )
+    fig.colorbar(image, ax=ax, label="cosine similarity")
+    for x in range(col_group, cols, col_group) if col_group > 1 else ():
+        ax.axvline(x - 0.5, color="black", linewidth=0.4)
+    for y in range(row_group, rows, row_group) if row_group > 1 else ():
+        ax.axhline(y - 0.5, color="black", linewidth=0.4)
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    _save(fig, path)
+
+
+def latent_groups(sae: TopKSae) -> Float[Tensor, "G M"]:
+    """Rows to plot: flat SAEs their decoder rows; hierarchical groups of [d_e, d_e + r d_en...]."""
+    if not isinstance(sae, HierarchicalSae):
+        return sae.W_dec
+    children_ENM = sae.child_directions_ENM(adjusted=True)
+    return torch.cat([sae.W_dec[:, None, :], children_ENM], dim=1).flatten(0, 1)
+
+
+def group_order(sae: TopKSae, features: ToyFeatures) -> Tensor:
+    """Latent groups ordered by the ground-truth parent (flat: child) they match best."""
+    if isinstance(sae, HierarchicalSae):
+        sims_ENC = cosine_sims(sae.child_directions_ENM().flatten(0, 1), features.children_CM)
+        sims_EC = sims_ENC.view(sae.d_sae, sae.n_children, -1).mean(dim=1)
+        match = sims_EC.view(sae.d_sae, features.n_parents, -1).mean(dim=-1).argmax(dim=-1)
+    else:
+        match = cosine_sims(sae.W_dec, features.children_CM).argmax(dim=-1)
+    return match.argsort(stable=True)
+
+
+def draw_feature_similarity(directory: Path, features: ToyFeatures) -> None:
+    children_CM = features.children_CM
+    _heatmap(
+        cosine_sims(children_CM, children_CM),
+        directory / "feature_vs_feature.png",
+        "Ground-truth child features vs each other",
+        "child feature (siblings consecutive)",
+        "child feature",
+        features.n_children,
+        features.n_children,
+    )
+
+
+@torch.no_grad()
+def draw_all(directory: Path, step: int, sae: TopKSae, features: ToyFeatures) -> None:
+    prefix = directory / f"step_{step:07d}_"
+    group = 1 + sae.n_children if isinstance(sae, HierarchicalSae) else 1
+    rows_GM = latent_groups(sae)
+    sims_GC = cosine_sims(rows_GM, features.children_CM)
+    what = "groups of [parent d_e, children d_e + r d_en]" if group > 1 else "decoder rows"
+    common = (
+        "child feature (siblings consecutive)",
+        f"latent ({what})",
+        group,
+        features.n_children,
+    )
+    _heatmap(sims_GC, Path(f"{prefix}decoder_vs_features.png"), f"Step {step}", *common)
+    order = group_order(sae, features)
+    rows_sorted = sims_GC.view(-1, group, sims_GC.shape[1])[order].flatten(0, 1)
+    _heatmap(
+        rows_sorted,
+        Path(f"{prefix}decoder_vs_features_sorted.png"),
+        f"Step {step}, latents sorted by matched feature",
+        *common,
+    )
+    _heatmap(
+        cosine_sims(rows_GM, rows_GM),
+        Path(f"{prefix}latent_vs_latent.png"),
+        f"Step {step}, latent directions vs each other",
+        f"latent ({what})",
+        f"latent ({what})",
+        group,
+        group,
+    )
+    draw_norms(Path(f"{prefix}decoder_norms.png"), step, sae, features)
+
+
+def draw_norms(path: Path, step: int, sae: TopKSae, features: ToyFeatures) -> None:
+    """Norms per latent group; hierarchical groups blue where pair detection succeeded, else red."""
+    fig = _figure(10, 4)
+    ax = fig.add_subplot()
+    if isinstance(sae, HierarchicalSae):
+        n = sae.n_children
+        scaled_ENM = (sae.W_dec_child * sae.child_ratio_H[:, None]).view(sae.d_sae, n, -1)
+        parts = [sae.W_dec[:, None, :], sae.W_dec_child.view(sae.d_sae, n, -1), scaled_ENM]
+        parts.append(sae.child_directions_ENM(adjusted=True))
+        norms_EG = torch.cat(parts, dim=1).norm(dim=-1)
+        ok_E = pair_detected(nearest_children(sae.child_directions_ENM(), features.children_CM), n)
+        colors = [("tab:blue" if ok else "tab:red") for ok in ok_E.tolist()]
+        width = norms_EG.shape[1]
+        for e in range(sae.d_sae):
+            xs = [e * (width + 1) + j for j in range(width)]
+            ax.bar(xs, norms_EG[e].cpu().numpy(), color=colors[e], width=0.9)
+        ax.set_xlabel(
+            f"parent latent groups: [d_e, d_en x{n}, r d_en x{n}, d_e + r d_en x{n}]; "
+            "blue = pair detected, red = not"
+        )
+    else:
+        ax.bar(range(sae.d_sae), sae.W_dec.norm(dim=-1).cpu().numpy(), color="tab:gray")
+        ax.set_xlabel("latent")
+    ax.set_ylabel("norm")
+    ax.set_title(f"Step {step}, decoder norms")
+    _save(fig, path)
