@@ -228,14 +228,14 @@ def find_effect_pairs(
     device = torch.device(device) if device is not None else effects_eE.device
     ablations_e = how_often_activated_e.to(device, torch.int64)
     measured_m = (ablations_e > 0).nonzero()[:, 0]
-    rows_effects = effects_eE.to(device)[measured_m].float()
+    # Select the measured rows where the effects are, then move: one (m, E) copy on the device.
+    vecs_mE = effects_eE[measured_m.to(effects_eE.device)].to(device, torch.float32)
     if skip_torch_sign:
-        vecs_mE = torch.nn.functional.normalize(rows_effects, dim=1)
+        vecs_mE = torch.nn.functional.normalize(vecs_mE, dim=1)
         nnz_m = None
     else:
-        vecs_mE = torch.sign(rows_effects)
+        vecs_mE.sign_()
         nnz_m = vecs_mE.abs().sum(dim=1, dtype=torch.float64)
-    del rows_effects
 
     if just_these is None:
         row_pos = torch.arange(measured_m.numel(), device=device)
