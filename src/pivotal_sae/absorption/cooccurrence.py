@@ -36,10 +36,12 @@ PAIRS_PER_CHUNK = 1 << 24
 #: Above this many packed counters the 'auto' layout switches to sparse.
 DENSE_LIMIT_BYTES = 10 * 2**30
 
-# Measured on 2 AMD EPYC cores (benchmarks/cooccurrence_speed.py --compare-kernels): seconds
-# per (token · latent²) for the 0/1 matmul, and per generated pair for the scatter. On CUDA the
-# scatter is used until the same benchmark has been run there.
-_MATMUL_S_PER_TOKEN_E2 = 1.6e-11
+# Measured on AMD EPYC cores (benchmarks/cooccurrence_speed.py --compare-kernels): seconds
+# per (token · latent²) of the 0/1 matmul on one thread (it parallelises; divided by the thread
+# count) and per generated pair of the scatter (index_add_ runs on one thread). Crossover at
+# L0 ≈ 50: E ≈ 1,100 on one thread, ≈ 1,500 on two. On CUDA the scatter is used until the same
+# benchmark has been run there.
+_MATMUL_S_PER_TOKEN_E2 = 3.2e-11
 _SCATTER_S_PER_PAIR = 2.6e-8
 
 
@@ -270,7 +272,9 @@ class DenseCooccurrence(_Counter):
             return False
         counts_T = (acts_TE > 0).sum(1)
         pairs = float((counts_T * (counts_T + 1) // 2).sum())
-        matmul_s = acts_TE.shape[0] * self.d_sae**2 * _MATMUL_S_PER_TOKEN_E2
+        matmul_s = (
+            acts_TE.shape[0] * self.d_sae**2 * _MATMUL_S_PER_TOKEN_E2 / torch.get_num_threads()
+        )
         return matmul_s < pairs * _SCATTER_S_PER_PAIR
 
     def _add_pairs(
