@@ -79,5 +79,9 @@ def load_toy_sae(directory: Path, device: torch.device | str = "cpu") -> TopKSae
         parent_recon_coeff=config.get("parent_recon_coeff", 0.0),
         balance=config.get("balance", False),
     )
-    sae.load_state_dict(load_file(str(directory / WEIGHTS)))
+    state = load_file(str(directory / WEIGHTS))
+    # Directories written without load balancing (e.g. by the language-model trainer) have no
+    # selection bias; zeros are what they used.
+    state.setdefault("selection_bias_E", torch.zeros(sae.d_sae))
+    sae.load_state_dict(state)
     return sae.to(device)

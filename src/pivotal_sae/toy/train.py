@@ -267,13 +267,14 @@ def _train(
         checkpoint.save_checkpoint(run_dir, step, lab.sae, training_state(lab, step))
         return record
 
+    # Timed from here: the initial evaluation and plots are part of the job, setup is not.
+    began = time.perf_counter()
     if resume_from is None:
         if config.plots:
             plots.draw_feature_similarity(run_dir / "plots", lab.features)
         record = checkpoint_and_report(0)
     sae, is_hierarchical = lab.sae, isinstance(lab.sae, HierarchicalSae)
     window: dict[str, list[torch.Tensor]] = {}
-    began = time.perf_counter()
     bar = tqdm(total=config.max_step, initial=start, unit="step", disable=None, file=sys.stderr)
     for step in range(start + 1, config.max_step + 1):
         lr = lab.base_lr * lr_multiplier(step, config)
@@ -355,6 +356,7 @@ def summarize(
             "steps": config.max_step,
             "steps_this_session": steps_run,
             "steps_per_second": steps_run / seconds if steps_run and seconds > 0 else None,
+            "wall_seconds": seconds,
             "arch": config.arch,
             "recipe": config.recipe,
             "seed": config.seed,

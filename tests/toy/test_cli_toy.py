@@ -1,0 +1,81 @@
+"""`pivotal-sae toy train` as users call it: the handcoded sanity check and bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from pivotal_sae.cli import main
+
+HANDCODED = [
+    "toy",
+    "train",
+    "--hierarchical",
+    "--handcode-sae",
+    "--max-step",
+    "0",
+    "--sae-hidden-dim",
+    "30",
+    "--dataset-num-features",
+    "30",
+    "--model-dim",
+    "50",
+    "--perturbation-size",
+    "0.4",
+]
+
+
+def test_handcoded_sae_detects_every_pair(tmp_path, capsys):
+    # The issue's exact command; plots are left out here only to keep the test quick.
+    assert main([*HANDCODED, "--no-plots", "--out", str(tmp_path / "run")]) == 0
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["pair_detection_rate"] == 1.0
+    assert summary["adjusted_pair_detection_rate"] == 1.0
+    assert summary["dead_latents"] == 0 and summary["absorption_rate"] == 0.0
+    assert str(tmp_path / "run") in capsys.readouterr().out
+
+
+BAD_INPUT = [
+    (["--dataset-k", "31"], "--dataset-k"),
+    (["--sae-k", "31"], "--sae-k"),
+    (["--n-children", "1"], "--n-children"),
+    (["--lr", "-0.1"], "--lr"),
+    (["--device", "tpu"], "--device"),
+    (["--handcode-sae", "--arch", "topk"], "--handcode-sae"),
+    (["--resume", "{tmp}"], "not a run directory"),
+    (["--resume", "{tmp}/missing"], "not a directory"),
+]
+
+
+@pytest.mark.parametrize(("args", "needle"), BAD_INPUT)
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(
+    args, needle, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "empty").mkdir()
+    args = [a.replace("{tmp}", str(tmp_path / "empty")) for a in args]
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    assert main(["toy", "train", *args]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and needle in err and "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_cuda_without_gpu_is_a_user_error(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["toy", "train", "--device", "cuda", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--device cuda" in err and "no CUDA GPU" in err
+    assert not out.exists()
+
+
+def test_resume_of_a_run_without_checkpoint_is_refused(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "manifest.json").write_text(json.dumps({"job": "toy-train", "config": {}}))
+    assert main(["toy", "train", "--resume", str(run)]) == 2
+    assert "no checkpoint" in capsys.readouterr().err
+    assert sorted(p.name for p in run.iterdir()) == ["manifest.json"]
