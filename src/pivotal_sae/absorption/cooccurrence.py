@@ -303,10 +303,11 @@ class DenseCooccurrence(_Counter):
 
     def lookup(self, i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
         """Co-occurrence counts of the pairs (i[k], j[k]) as int64, on the device of `i`."""
+        out_device = i.device
         i = i.to(self.device, torch.int64)
         j = j.to(self.device, torch.int64)
         low, high = torch.minimum(i, j), torch.maximum(i, j)
-        return self.packed_counts[self._offsets_e[low] + high].to(torch.int64)
+        return self.packed_counts[self._offsets_e[low] + high].to(out_device, torch.int64)
 
     def to_dense(self) -> torch.Tensor:
         """The full symmetric (E, E) int64 matrix; needs 8·E² bytes."""
