@@ -50,6 +50,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--layout", default="packed", choices=["packed", "sparse"])
     p.add_argument("--kernel", default="auto", choices=["auto", "scatter", "matmul"])
     p.add_argument("--compare-kernels", action="store_true", help="time each kernel too")
+    p.add_argument("--repeats", type=int, default=1, help="best of this many passes")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args()
@@ -102,17 +103,9 @@ def counts_equal(counter, reference_ee: torch.Tensor, generator: torch.Generator
     return bool(ok) and (counter.layout != "packed" or packed_total == upper_total.item())
 
 
-def main() -> None:
-    args = parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    generator = torch.Generator().manual_seed(args.seed)
-    n_ref = min(args.reference_contexts or args.contexts, args.contexts)
+def one_pass(args, steps: int, ref_steps: int):
+    """Both sides on the same freshly drawn activations, interleaved step by step."""
     tokens_per_step = args.batch_size * args.seq_len
-    steps = args.contexts // args.batch_size
-    ref_steps = max(1, n_ref // args.batch_size)
-
     ours, ours_on_ref = make_counter(args), make_counter(args)
     reference_ee = torch.zeros(args.d_sae, args.d_sae)  # the original's host matrix
     ours_s = ref_s = 0.0
@@ -138,7 +131,25 @@ def main() -> None:
         ours_on_ref.flush()
         sync(args.device)
         ours_s += time.perf_counter() - start
+    return ours, ours_on_ref, reference_ee, ours_s, ref_s
 
+
+def main() -> None:
+    args = parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    generator = torch.Generator().manual_seed(args.seed)
+    n_ref = min(args.reference_contexts or args.contexts, args.contexts)
+    tokens_per_step = args.batch_size * args.seq_len
+    steps = args.contexts // args.batch_size
+    ref_steps = max(1, n_ref // args.batch_size)
+
+    best_ours_s = best_ref_s = float("inf")
+    for _ in range(args.repeats):  # best of n passes: the machine may be shared
+        ours, ours_on_ref, reference_ee, ours_s, ref_s = one_pass(args, steps, ref_steps)
+        best_ours_s, best_ref_s = min(best_ours_s, ours_s), min(best_ref_s, ref_s)
+    ours_s, ref_s = best_ours_s, best_ref_s
     equal = counts_equal(ours_on_ref, reference_ee, generator)
     ours_rate = steps * tokens_per_step / ours_s
     ref_rate = ref_steps * tokens_per_step / ref_s
