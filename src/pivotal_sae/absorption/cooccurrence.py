@@ -39,7 +39,7 @@ DENSE_LIMIT_BYTES = 10 * 2**30
 # Measured on AMD EPYC cores (benchmarks/cooccurrence_speed.py --compare-kernels): seconds
 # per (token · latent²) of the 0/1 matmul on one thread (it parallelises; divided by the thread
 # count) and per generated pair of the scatter (index_add_ runs on one thread). Crossover at
-# L0 ≈ 50: E ≈ 1,100 on one thread, ≈ 1,500 on two. On CUDA the scatter is used until the same
+# L0 ≈ 50: E ≈ 1,000 on one thread, ≈ 1,450 on two. On CUDA the scatter is used until the same
 # benchmark has been run there.
 _MATMUL_S_PER_TOKEN_E2 = 3.2e-11
 _SCATTER_S_PER_PAIR = 2.6e-8
