@@ -100,7 +100,8 @@ def main() -> None:
     for name, options in settings.items():
         summaries = []
         for seed in args.seeds:
-            out = args.out / f"{name.replace(', ', '-').replace(' ', '_')}-seed{seed}"
+            slug = name.replace(", ", "-").replace(" ", "_").replace("/", "-")
+            out = args.out / f"{slug}-seed{seed}"
             if (out / "summary.json").exists():
                 summaries.append(json.loads((out / "summary.json").read_text()))
                 continue
