@@ -200,26 +200,54 @@ def save_effects(
     effects_eE: torch.Tensor,
     how_often_activated_e: torch.Tensor,
     metadata: Mapping[str, Any] | None = None,
+    *,
+    row_ids_R: torch.Tensor | None = None,
 ) -> None:
-    """Save summed ablation effects (ablator latents × reader latents) and ablation counts."""
+    """Save summed ablation effects (ablator latents × reader latents) and ablation counts.
+
+    With `row_ids_R` (ascending), `effects_eE` holds only those rows, (R, E): the 'rows'
+    layout, `effects_eE_rows` + `effects_eE_row_ids`, for when most latents were never ablated.
+    """
     meta = {
         **dict(metadata or {}),
         "format": FORMATS[EFFECTS],
         "format_version": FORMAT_VERSION,
-        "d_sae": effects_eE.shape[0],
+        "d_sae": effects_eE.shape[0] if row_ids_R is None else how_often_activated_e.shape[0],
         "reader_d_sae": effects_eE.shape[1],
     }
-    save_file(
-        path,
-        {
-            "effects_eE": effects_eE.float(),
-            "how_often_activated_e": how_often_activated_e.to(torch.int64),
-        },
-        meta,
-    )
+    tensors = {"how_often_activated_e": how_often_activated_e.to(torch.int64)}
+    if row_ids_R is None:
+        tensors["effects_eE"] = effects_eE.float()
+    else:
+        meta["layout"] = "rows"
+        tensors["effects_eE_rows"] = effects_eE.float()
+        tensors["effects_eE_row_ids"] = row_ids_R.to(torch.int64)
+    save_file(path, tensors, meta)
+
+
+def _expand_effect_rows(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    """Turn the 'rows' layout into a full `effects_eE` (zeros for latents never ablated)."""
+    if "effects_eE_rows" not in tensors:
+        return
+    _require(tensors, ("effects_eE_row_ids", "how_often_activated_e"), path)
+    rows, ids = tensors.pop("effects_eE_rows"), tensors.pop("effects_eE_row_ids")
+    e = tensors["how_often_activated_e"].shape[0] if tensors["how_often_activated_e"].ndim else 0
+    if rows.ndim != 2 or ids.shape != rows.shape[:1]:
+        raise UserError(
+            f"{path}: effects_eE_rows {tuple(rows.shape)} and effects_eE_row_ids "
+            f"{tuple(ids.shape)} do not match"
+        )
+    if ids.numel() and (
+        int(ids.min()) < 0 or int(ids.max()) >= e or ids.unique().numel() < ids.numel()
+    ):
+        raise UserError(f"{path}: effects_eE_row_ids are not distinct latents below {e}")
+    full = torch.zeros(e, rows.shape[1], dtype=torch.float32)
+    full[ids.to(torch.int64)] = rows.float()
+    tensors["effects_eE"] = full
 
 
 def _check_effects(tensors: dict[str, torch.Tensor], metadata: Mapping[str, Any], path: Path):
+    _expand_effect_rows(tensors, path)
     _require(tensors, ("effects_eE", "how_often_activated_e"), path)
     effects = tensors["effects_eE"]
     if effects.ndim != 2:

@@ -34,6 +34,9 @@ def _register() -> None:
     from pivotal_sae.cli import lm
 
     lm.register(app)
+    from pivotal_sae.cli import absorb
+
+    absorb.register(app)
 
 
 _register()

@@ -1,0 +1,246 @@
+"""`pivotal-sae ablate`: selective ablation effects of the ablator SAE's latents on the reader SAE.
+
+The loop, top to bottom: a batch of contexts → one pass up to the reader hook → the ablator's
+activations and each context's top-K latents (excluded latents left out) → the contexts with a
+selected latent among them → their K variants through the blocks between the two hooks, as one
+batch → reader activations at the last real token → `effects_eE`, `how_often_activated_e` →
+a checkpoint every --save-frequency contexts.
+
+Exclusion needs each latent's firing rate: from co-occurrence counts when there are some (the
+`absorb` run's own, or --cooccurrence-path), else estimated on the first --exclusion-prompts
+contexts before the loop. The excluded ids are stored with the effects, so a resumed run uses
+exactly the same set.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pivotal_sae.absorption.ablation import AblationEffects, ablate_batch
+from pivotal_sae.absorption.config import AblateConfig
+from pivotal_sae.absorption.jobs import setup
+from pivotal_sae.absorption.jobs.checkpoints import Checkpoints, SaveSchedule
+from pivotal_sae.absorption.results import (
+    check_same_sae,
+    load_cooccurrence_counter,
+    read_file,
+    results_file,
+    save_effects,
+)
+from pivotal_sae.errors import UserError
+from pivotal_sae.lm.contexts import Contexts
+
+STAGE = "ablate"
+
+
+def excluded_latents(
+    firing_e: torch.Tensor, tokens: int, threshold: float, selected: list[int] | None
+) -> list[int]:
+    """Latents firing on more than `threshold` of the tokens, selected ones spared."""
+    if threshold >= 1 or tokens == 0:
+        return []
+    frequent = (firing_e.double().cpu() / tokens > threshold).nonzero()[:, 0].tolist()
+    spared = set(selected or [])
+    return [i for i in frequent if i not in spared]
+
+
+@torch.no_grad()
+def estimate_firing(
+    models: setup.Models, contexts: Contexts, batch_size: int
+) -> tuple[torch.Tensor, int]:
+    """Firing counts and counted tokens of the ablator SAE on `contexts` (no pairs)."""
+    hook, firing_e, tokens = models.ablator_hook, None, 0
+    for batch in contexts.batches(batch_size):
+        hidden = models.lm.activations(batch.input_ids_BS, batch.attention_mask_BS, [hook])[hook]
+        acts_BSE = models.ablator.encode(hidden)
+        active_TE = acts_BSE[batch.count_mask_BS.to(acts_BSE.device)] > 0
+        counts = active_TE.sum(0)
+        firing_e = counts if firing_e is None else firing_e + counts
+        tokens += active_TE.shape[0]
+    if firing_e is None:
+        firing_e = torch.zeros(models.ablator.d_sae, dtype=torch.int64)
+    return firing_e, tokens
+
+
+def exclusion_from_file(
+    path: Path, models: setup.Models, config: Any
+) -> tuple[torch.Tensor, int, str]:
+    """Firing counts from a co-occurrence results file of the same ablator SAE."""
+    _, metadata = read_file(path)
+    ours = {"ablator_sae": setup.sae_identity(models.ablator), "d_sae": models.ablator.d_sae}
+    check_same_sae(metadata, ours, path, "the ablator SAE")
+    counter = load_cooccurrence_counter(path, "cpu")
+    if counter.d_sae != models.ablator.d_sae:
+        raise UserError(
+            f"{path} counts {counter.d_sae} latents but the ablator SAE has "
+            f"{models.ablator.d_sae}; they come from different SAEs"
+        )
+    return (
+        counter.firing_counts_e,
+        counter.tokens_counted,
+        f"{path} ({counter.tokens_counted:,} tokens)",
+    )
+
+
+def effects_metadata(config: Any, models: setup.Models, metadata: dict[str, Any],
+                     excluded: list[int], exclusion_source: str) -> dict[str, Any]:  # fmt: skip
+    return {
+        **metadata,
+        "ablator_sae": setup.sae_identity(models.ablator),
+        "reader_sae": setup.sae_identity(models.reader),
+        "selected_features": sorted(set(config.selected_features or [])) or None,
+        "abridge_ablations_to": config.abridge_ablations_to,
+        "exclude_latent_threshold": config.exclude_latent_threshold,
+        "excluded_latents": excluded,
+        "exclusion_source": exclusion_source,
+    }
+
+
+def ablate_contexts(
+    models: setup.Models,
+    contexts: Contexts,
+    effects: AblationEffects,
+    counts: dict[str, int],
+    *,
+    config: Any,
+    excluded: list[int],
+    start: int,
+    save: Any,
+) -> int:
+    """Ablate in contexts `start ...`, calling `save(contexts_done)` on schedule. `counts`
+    (contexts processed / ablated, variants) is updated in place."""
+    device, e = models.lm.device, models.ablator.d_sae
+    excluded_e = selected_e = None
+    if excluded:
+        excluded_e = torch.zeros(e, dtype=torch.bool, device=device)
+        excluded_e[torch.tensor(excluded, device=device)] = True
+    if config.selected_features:
+        selected_e = torch.zeros(e, dtype=torch.bool, device=device)
+        selected_e[torch.tensor(config.selected_features, device=device)] = True
+    schedule = SaveSchedule(config.save_frequency, start)
+    done = start
+    with setup.progress(contexts.n_prompts or 0, "ctx", "ablation") as bar:
+        bar.update(start)
+        for batch in contexts.batches(config.batch_size, start=start):
+            plan = ablate_batch(
+                models.lm, models.ablator, models.reader, models.ablator_hook,
+                models.reader_hook, batch.input_ids_BS, batch.attention_mask_BS,
+                batch.count_mask_BS, effects, abridge_ablations_to=config.abridge_ablations_to,
+                excluded_e=excluded_e, selected_e=selected_e,
+                variants_per_pass=config.variants_per_pass,
+            )  # fmt: skip
+            counts["contexts_processed"] += len(batch)
+            counts["contexts_ablated"] += plan.contexts_chosen
+            counts["variants"] += plan.context_V.numel()
+            done = int(batch.context_index_B[-1]) + 1
+            bar.update(len(batch))
+            bar.set_postfix(ablated=counts["contexts_ablated"], refresh=False)
+            if schedule.due(done):
+                save(done)
+    return done
+
+
+def _load_effects(path: Path, effects: AblationEffects) -> tuple[dict[str, Any], dict[str, int]]:
+    tensors, metadata = read_file(path)
+    effects.load_state_dict(tensors)
+    counts = {k: int(metadata.get(k, 0)) for k in ("contexts_processed", "contexts_ablated",
+                                                    "variants")}  # fmt: skip
+    return metadata, counts
+
+
+def ablation_stage(
+    config: Any,
+    models: setup.Models,
+    contexts: Contexts,
+    run_dir: Path,
+    metadata: dict[str, Any],
+    *,
+    resuming: bool,
+    firing: tuple[torch.Tensor, int, str] | None = None,
+) -> tuple[AblationEffects, dict[str, Any]]:
+    """Run (or resume, or find finished) the ablation stage; the final file goes into
+    `run_dir`. `firing` = (firing counts, tokens counted, source) decides the exclusion;
+    without it the rates are estimated first. Returns the effects and their file's metadata."""
+    assert models.reader is not None and models.reader_hook is not None
+    effects = AblationEffects(models.ablator.d_sae, models.reader.d_sae, models.lm.device)
+    suffix = ".safetensors.zst" if config.compress else ".safetensors"
+    finished = results_file(run_dir, "effects") if resuming else None
+    if finished is not None:
+        return effects, _load_effects(finished, effects)[0]
+    checkpoints = Checkpoints(run_dir)
+    latest = checkpoints.latest(STAGE) if resuming else None
+    counts = {"contexts_processed": 0, "contexts_ablated": 0, "variants": 0}
+    if latest is not None:
+        saved_meta, counts = _load_effects(latest.files["effects"], effects)
+        excluded, source = saved_meta["excluded_latents"], saved_meta["exclusion_source"]
+        start = latest.contexts_done
+    else:
+        if firing is None and config.exclude_latent_threshold < 1:
+            estimate = setup.open_contexts(config, models.lm, config.exclusion_prompts)[1]
+            firing_e, tokens = estimate_firing(models, estimate, config.batch_size)
+            firing = (firing_e, tokens, f"estimated on {tokens:,} tokens")
+        excluded = [] if firing is None else excluded_latents(
+            firing[0], firing[1], config.exclude_latent_threshold, config.selected_features
+        )  # fmt: skip
+        source = "none" if firing is None else firing[2]
+        start = 0
+    meta = effects_metadata(config, models, metadata, excluded, source)
+
+    def save(path: Path) -> None:
+        ids_R, rows_RE = effects.rows()
+        save_effects(path, rows_RE, effects.how_often_activated_e, {**meta, **counts},
+                     row_ids_R=ids_R)  # fmt: skip
+
+    started = time.perf_counter()
+    contexts_before = counts["contexts_processed"]
+    ablate_contexts(
+        models, contexts, effects, counts, config=config, excluded=excluded, start=start,
+        save=lambda done: checkpoints.save(STAGE, done, {"effects": save}),
+    )  # fmt: skip
+    seconds = time.perf_counter() - started
+    save(run_dir / f"effects{suffix}")
+    checkpoints.clear()
+    setup.update_summary(run_dir, STAGE, {
+        **counts,
+        "latents_ablated": int((effects.how_often_activated_e > 0).sum()),
+        "excluded_latents": len(excluded),
+        "exclusion_source": source,
+        "d_sae": models.ablator.d_sae,
+        "reader_d_sae": models.reader.d_sae,
+        "wall_seconds": round(seconds, 2),
+        "contexts_per_second": round(
+            (counts["contexts_processed"] - contexts_before) / max(seconds, 1e-9), 2),
+    })  # fmt: skip
+    return effects, {**meta, **counts}
+
+
+def check_ablation_inputs(config: Any, models: setup.Models) -> None:
+    e = models.ablator.d_sae
+    setup.check_latent_ids(config.selected_features, e, "--selected-features")
+    if config.abridge_ablations_to > e:
+        raise UserError(
+            f"--abridge-ablations-to {config.abridge_ablations_to} is more than the ablator "
+            f"SAE's {e} latents"
+        )
+
+
+def run_ablate(config: AblateConfig) -> Path:
+    config, run_dir, resuming = setup.start_run(config, "ablate")
+    models = setup.load_models(config, with_reader=True)
+    check_ablation_inputs(config, models)
+    _, contexts = setup.open_contexts(config, models.lm, config.n_prompts)
+    firing = None
+    if config.cooccurrence_path is not None:
+        firing = exclusion_from_file(Path(config.cooccurrence_path), models, config)
+    if not resuming:
+        setup.create_run_dir(run_dir, "ablate", config)
+    metadata = setup.run_metadata(models, contexts)
+    effects, _ = ablation_stage(config, models, contexts, run_dir, metadata,
+                                resuming=resuming, firing=firing)  # fmt: skip
+    ablated = int((effects.how_often_activated_e > 0).sum())
+    setup.say(f"effects of {ablated:,} ablated latents in {run_dir}")
+    return run_dir

@@ -1,0 +1,57 @@
+"""`pivotal-sae absorb`: the whole absorption search in one run directory.
+
+Stages, each resumable: co-occurrence counts and top examples on the first
+--cooccurrence-prompts contexts → selective ablation on the first --n-prompts contexts (the
+exclusion uses the stage-1 firing counts) → pairs and the report. A finished stage leaves its
+results file in the run directory; `--resume` skips it and continues the next from its last
+checkpoint.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from pivotal_sae.absorption.config import AbsorbConfig
+from pivotal_sae.absorption.jobs import setup
+from pivotal_sae.absorption.jobs.ablate import ablation_stage, check_ablation_inputs
+from pivotal_sae.absorption.jobs.cooccur import cooccurrence_stage
+from pivotal_sae.absorption.jobs.pairs import pairs_stage, rows_to_search, tokenizer_text
+
+
+def run_absorb(config: AbsorbConfig) -> Path:
+    started = time.perf_counter()
+    config, run_dir, resuming = setup.start_run(config, "absorb")
+    models = setup.load_models(config, with_reader=True)
+    check_ablation_inputs(config, models)
+    rows_to_search(config, models.ablator.d_sae)
+    _, counted = setup.open_contexts(config, models.lm, config.cooccurrence_prompts)
+    _, ablated = setup.open_contexts(config, models.lm, config.n_prompts)
+    if not resuming:
+        setup.create_run_dir(run_dir, "absorb", config)
+
+    metadata = setup.run_metadata(models, ablated)
+    state = cooccurrence_stage(
+        config, models, counted, run_dir, {**metadata, "corpus": counted.describe()},
+        resuming=resuming,
+    )  # fmt: skip
+    counter = state.counter
+    firing = (counter.firing_counts_e, counter.tokens_counted,
+              f"this run's co-occurrence counts ({counter.tokens_counted:,} tokens)")  # fmt: skip
+    effects, effects_meta = ablation_stage(
+        config, models, ablated, run_dir, metadata, resuming=resuming, firing=firing
+    )
+    search = pairs_stage(
+        config, run_dir, effects, counter, effects_meta=effects_meta,
+        cooc_meta=state.file_metadata(), examples=state.examples,
+        W_dec_EM=models.ablator.W_dec.detach(), token_text=tokenizer_text(models.lm.tokenizer),
+        device=models.lm.device,
+    )  # fmt: skip
+    wall = {"wall_seconds": round(time.perf_counter() - started, 2), "resumed": resuming}
+    summary = setup.update_summary(run_dir, "absorb", wall)
+    setup.say(
+        f"{len(search.pairs):,} pairs (of {search.n_matching:,} matching) from "
+        f"{summary['ablate']['latents_ablated']:,} ablated latents; report in "
+        f"{run_dir / 'report.html'}"
+    )
+    return run_dir

@@ -1,0 +1,78 @@
+"""Checkpoints of a job's running state, so a killed run resumes to the same final result.
+
+A checkpoint is a set of results files written into `RUN/checkpoints/` under names that carry
+the stage and the number of contexts done, then `latest.json` naming them is written atomically
+(temporary file + rename), then older files are removed. A kill at any moment leaves
+`latest.json` pointing at a complete set. Jobs save only at batch boundaries, so a resumed run
+sees the same batches, in the same order, as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from pivotal_sae.runs import atomic_write_json
+
+LATEST = "latest.json"
+
+
+@dataclass
+class Checkpoint:
+    stage: str
+    contexts_done: int
+    """Contexts 0 .. contexts_done − 1 are in the saved state."""
+    files: dict[str, Path]
+
+
+class Checkpoints:
+    def __init__(self, run_dir: Path) -> None:
+        self.dir = Path(run_dir) / "checkpoints"
+
+    def latest(self, stage: str) -> Checkpoint | None:
+        """The last complete checkpoint of `stage`, if any."""
+        path = self.dir / LATEST
+        if not path.is_file():
+            return None
+        try:
+            record = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            return None
+        if record.get("stage") != stage:
+            return None
+        files = {name: self.dir / file for name, file in record["files"].items()}
+        return Checkpoint(stage, int(record["contexts_done"]), files)
+
+    def save(
+        self, stage: str, contexts_done: int, writers: Mapping[str, Callable[[Path], None]]
+    ) -> None:
+        """Write each file with its writer, then point `latest.json` at them."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        names = {name: f"{stage}-{name}-{contexts_done:010d}.safetensors" for name in writers}
+        for name, write in writers.items():
+            write(self.dir / names[name])
+        record = {"stage": stage, "contexts_done": contexts_done, "files": names}
+        atomic_write_json(self.dir / LATEST, record)
+        for old in self.dir.iterdir():
+            if old.name != LATEST and old.name not in names.values():
+                old.unlink(missing_ok=True)
+
+    def clear(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class SaveSchedule:
+    """Saves every `every` contexts, at the first batch boundary at or past each multiple."""
+
+    def __init__(self, every: int, start: int) -> None:
+        self.every = every
+        self.next = (start // every + 1) * every
+
+    def due(self, contexts_done: int) -> bool:
+        if contexts_done < self.next:
+            return False
+        self.next = (contexts_done // self.every + 1) * self.every
+        return True

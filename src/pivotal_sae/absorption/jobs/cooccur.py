@@ -1,0 +1,192 @@
+"""`pivotal-sae cooccur`: exact co-occurrence counts of the ablator SAE's latents, plus each
+latent's top activating contexts, in one pass over the corpus.
+
+The loop, top to bottom: a batch of contexts → the model up to the ablator hook (early exit) →
+the SAE's activations → the counter (pairs of active latents of every counted token, on the
+model's device) and the top examples → a checkpoint every --save-frequency contexts.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pivotal_sae.absorption.config import CooccurConfig
+from pivotal_sae.absorption.cooccurrence import (
+    DenseCooccurrence,
+    SparseCooccurrence,
+    make_cooccurrence_counter,
+)
+from pivotal_sae.absorption.examples import TopExamples
+from pivotal_sae.absorption.jobs import setup
+from pivotal_sae.absorption.jobs.checkpoints import Checkpoints, SaveSchedule
+from pivotal_sae.absorption.results import (
+    load_cooccurrence_counter,
+    load_top_examples,
+    results_file,
+    save_cooccurrences,
+    save_top_examples,
+)
+from pivotal_sae.lm.contexts import ContextBatch, Contexts
+
+STAGE = "cooccur"
+
+
+@dataclass
+class CooccurrenceState:
+    counter: DenseCooccurrence | SparseCooccurrence
+    examples: TopExamples
+    metadata: dict[str, Any] = field(default_factory=dict)
+    """What the results files say about the run (model, corpus, SAE, counts)."""
+
+    def file_metadata(self) -> dict[str, Any]:
+        return {
+            **self.metadata,
+            "tokens_counted": self.counter.tokens_counted,
+            "contexts_processed": self.counter.contexts_processed,
+        }
+
+    def writers(self, metadata: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "top_examples": lambda p: save_top_examples(p, self.examples, metadata),
+            "cooccurrences": lambda p: save_cooccurrences(p, self.counter, metadata),
+        }
+
+
+@torch.no_grad()
+def count_batch(
+    models: setup.Models,
+    batch: ContextBatch,
+    counter: DenseCooccurrence | SparseCooccurrence,
+    examples: TopExamples | None = None,
+) -> None:
+    """Add one batch of contexts to the counts (and the top examples)."""
+    lm, hook = models.lm, models.ablator_hook
+    hidden_BSM = lm.activations(batch.input_ids_BS, batch.attention_mask_BS, [hook])[hook]
+    acts_BSE = models.ablator.encode(hidden_BSM)
+    on_device = batch.to(acts_BSE.device)
+    counter.update(acts_BSE[on_device.count_mask_BS], contexts=len(batch))
+    if examples is not None:
+        examples.update(
+            acts_BSE,
+            on_device.input_ids_BS,
+            on_device.count_mask_BS,
+            on_device.context_index_B,
+            on_device.attention_mask_BS,
+        )
+
+
+def count_contexts(
+    models: setup.Models,
+    contexts: Contexts,
+    state: CooccurrenceState,
+    *,
+    start: int,
+    batch_size: int,
+    save_every: int,
+    save: Any,
+) -> int:
+    """Count contexts `start ...`, calling `save(contexts_done)` on schedule; returns the
+    number of contexts done. (Data parallel runs shard `contexts.batches` by rank and reduce
+    the counter with `all_reduce_()` inside `save`.)"""
+    schedule = SaveSchedule(save_every, start)
+    done = start
+    total_tokens = (contexts.n_prompts or 0) * (contexts.seq_len - 1)
+    with setup.progress(total_tokens, "tok", "co-occurrence") as bar:
+        bar.update(state.counter.tokens_counted)
+        for batch in contexts.batches(batch_size, start=start):
+            before = state.counter.tokens_counted
+            count_batch(models, batch, state.counter, state.examples)
+            done = int(batch.context_index_B[-1]) + 1
+            bar.update(state.counter.tokens_counted - before)
+            if schedule.due(done):
+                save(done)
+    return done
+
+
+def cooccurrence_stage(
+    config: Any,
+    models: setup.Models,
+    contexts: Contexts,
+    run_dir: Path,
+    metadata: dict[str, Any],
+    *,
+    resuming: bool,
+) -> CooccurrenceState:
+    """Run (or resume, or find finished) the counting stage; final files go into `run_dir`."""
+    device = models.ablator.device
+    suffix = ".safetensors.zst" if config.compress else ".safetensors"
+    meta = {**metadata, "sae": setup.sae_identity(models.ablator),
+            "hook_name": models.ablator_hook}  # fmt: skip
+    finished = results_file(run_dir, "cooccurrences") if resuming else None
+    if finished is not None:
+        examples_file = results_file(run_dir, "top_examples")
+        assert examples_file is not None, "top examples are written before the counts"
+        return CooccurrenceState(
+            load_cooccurrence_counter(finished, device),
+            load_top_examples(examples_file, device),
+            meta,
+        )
+    checkpoints = Checkpoints(run_dir)
+    latest = checkpoints.latest(STAGE) if resuming else None
+    if latest is not None:
+        state = CooccurrenceState(
+            load_cooccurrence_counter(latest.files["cooccurrences"], device),
+            load_top_examples(latest.files["top_examples"], device),
+            meta,
+        )
+        start = latest.contexts_done
+    else:
+        d_sae = models.ablator.d_sae
+        state = CooccurrenceState(
+            make_cooccurrence_counter(d_sae, device, config.layout),
+            TopExamples(d_sae, config.n_examples, device=device),
+            meta,
+        )
+        start = 0
+    started, tokens_before = time.perf_counter(), state.counter.tokens_counted
+    count_contexts(
+        models,
+        contexts,
+        state,
+        start=start,
+        batch_size=config.batch_size,
+        save_every=config.save_frequency,
+        save=lambda done: checkpoints.save(STAGE, done, state.writers(meta)),
+    )
+    seconds = time.perf_counter() - started
+    # Examples first: the counts file marks the stage finished.
+    save_top_examples(run_dir / f"top_examples{suffix}", state.examples, meta)
+    save_cooccurrences(run_dir / f"cooccurrences{suffix}", state.counter, meta)
+    checkpoints.clear()
+    counter = state.counter
+    setup.update_summary(run_dir, STAGE, {
+        "tokens_counted": counter.tokens_counted,
+        "contexts_processed": counter.contexts_processed,
+        "d_sae": counter.d_sae,
+        "layout": counter.layout,
+        "latents_that_fired": int((counter.firing_counts_e > 0).sum()),
+        "mean_l0": float(counter.firing_counts_e.sum()) / max(counter.tokens_counted, 1),
+        "wall_seconds": round(seconds, 2),
+        "tokens_per_second": round((counter.tokens_counted - tokens_before) / max(seconds, 1e-9)),
+    })  # fmt: skip
+    return state
+
+
+def run_cooccur(config: CooccurConfig) -> Path:
+    config, run_dir, resuming = setup.start_run(config, "cooccur")
+    models = setup.load_models(config, with_reader=False)
+    _, contexts = setup.open_contexts(config, models.lm, config.n_prompts)
+    if not resuming:
+        setup.create_run_dir(run_dir, "cooccur", config)
+    metadata = setup.run_metadata(models, contexts)
+    state = cooccurrence_stage(config, models, contexts, run_dir, metadata, resuming=resuming)
+    setup.say(
+        f"co-occurrences of {state.counter.d_sae} latents over "
+        f"{state.counter.tokens_counted:,} tokens in {run_dir}"
+    )
+    return run_dir
