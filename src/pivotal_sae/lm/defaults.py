@@ -23,7 +23,7 @@ DEFAULT_HOOKS = ("blocks.3.hook_normalized_resid_post", "blocks.4.hook_normalize
 DEFAULT_D_SAE = 4096
 DEFAULT_K = 32
 #: Bump when the default recipe changes, so caches of the old recipe are not reused.
-DEFAULT_RECIPE = "minilm-sotu-topk4096-k32-v1"
+DEFAULT_RECIPE = "minilm-sotu-topk4096-k32-v2"
 
 
 def default_model_path() -> Path:

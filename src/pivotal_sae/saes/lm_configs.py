@@ -30,14 +30,15 @@ class TrainSaeConfig(CorpusOptions, ModelOptions):
     n_children: int = 2
     """Child latents per parent latent (--arch hierarchical)."""
 
-    n_prompts: int = 8192
+    n_prompts: int = 4096
     """Training contexts (each --max-tokens-in-prompt tokens)."""
 
     n_eval_prompts: int = 256
     """Held-out contexts (the first ones of the corpus) for the final FVU, L0 and dead latents."""
 
-    lr: float = 1e-3
-    """Adam learning rate (warm-up over the first 5% of steps, linear decay over the last 20%)."""
+    lr: float = 4e-3
+    """Adam learning rate (warm-up over the first 5% of steps, linear decay over the last 20%);
+    high because default runs are short (a few hundred steps)."""
 
     batch_size: int = 2048
     """Tokens per SAE training step."""

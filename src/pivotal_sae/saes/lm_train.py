@@ -176,7 +176,7 @@ def train(config: TrainSaeConfig, out: Path) -> dict[str, Any]:
             **scores,
             "tokens": tokens,
             "tokens_per_second": summary["tokens_per_second"],
-            "sae_dir": str(directory / "sae"),
+            "sae_dir": str((directory / "sae").relative_to(out)),  # the run dir may be renamed
         }
         summary["saes"][hook] = entry
         if len(hooks) > 1:
