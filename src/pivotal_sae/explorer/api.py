@@ -1,0 +1,99 @@
+"""The JSON API under /api. Handlers are plain `def`s: FastAPI runs them in worker threads,
+so a model call never blocks the event loop, and the explorer's lock orders them."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi.security import HTTPBearer
+
+from pivotal_sae.explorer.browse import PAIR_KINDS, Browser
+from pivotal_sae.explorer.schemas import (
+    ExplorerInfo,
+    HighlightRequest,
+    HighlightResponse,
+    Latent,
+    PairsPage,
+    SaeDescription,
+    TopLatentsRequest,
+    TopLatentsResponse,
+)
+
+ERRORS = {
+    401: {"description": "Missing or wrong bearer token (only when the server has --token)."},
+    413: {"description": "Request body over the server's --max-request-bytes."},
+    422: {"description": "Invalid input: unknown SAE, latent out of range, prompt too long."},
+}
+# Declared so the OpenAPI schema documents the bearer token; the Guard layer enforces it.
+bearer = HTTPBearer(auto_error=False, description="The token given to `pivotal-sae serve`.")
+router = APIRouter(prefix="/api", responses=ERRORS, dependencies=[Depends(bearer)])
+
+
+def browser(request: Request) -> Browser:
+    return request.app.state.browser
+
+
+Explore = Annotated[Browser, Depends(browser)]
+
+
+@router.get("/info", response_model=ExplorerInfo, summary="The model, SAEs and run served")
+def info(b: Explore) -> ExplorerInfo:
+    return ExplorerInfo(
+        model=b.explorer.model_name,
+        saes=[s.describe() for s in b.explorer.saes.values()],
+        run=b.run_info(),
+        max_prompt_chars=b.explorer.max_prompt_chars,
+        max_prompt_tokens=b.explorer.max_prompt_tokens,
+    )
+
+
+@router.get("/saes", response_model=list[SaeDescription], summary="SAEs requests may name")
+def saes(b: Explore) -> list[SaeDescription]:
+    return [s.describe() for s in b.explorer.saes.values()]
+
+
+@router.post(
+    "/highlight",
+    response_model=HighlightResponse,
+    summary="One latent's activation at every token of a prompt",
+)
+def highlight(body: HighlightRequest, b: Explore) -> HighlightResponse:
+    return b.explorer.highlight(body.prompt, body.feature_idx, body.sae)
+
+
+@router.post(
+    "/top-latents",
+    response_model=TopLatentsResponse,
+    summary="Each token's most active latents",
+)
+def top_latents(body: TopLatentsRequest, b: Explore) -> TopLatentsResponse:
+    return b.explorer.top_latents(body.prompt, body.k, body.sae)
+
+
+@router.get(
+    "/latents/{sae:path}/{index}",
+    response_model=Latent,
+    summary="A latent: explanation, link, and (for the --run SAE) firing and top examples",
+)
+def latent(
+    b: Explore,
+    sae: Annotated[str, Path(max_length=200)],
+    index: Annotated[int, Path(ge=0)],
+) -> Latent:
+    return b.latent(sae, index)
+
+
+@router.get(
+    "/pairs",
+    response_model=PairsPage,
+    summary="Pairs of the --run directory (404 without one)",
+    responses={404: {"description": "The server has no --run directory."}},
+)
+def pairs(
+    b: Explore,
+    kind: Annotated[str, Query(pattern="^(" + "|".join(PAIR_KINDS) + ")$")] = "effect",
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> PairsPage:
+    return b.pairs(kind, offset, limit)

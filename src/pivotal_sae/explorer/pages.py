@@ -1,0 +1,141 @@
+"""The HTML pages: Highlight (/), Pairs (/pairs) and Latent (/latent/SAE/INDEX).
+
+Templates are Jinja2 with autoescaping on for every template, so prompts, tokens and
+explanations always reach the browser as text. Pages carry no inline script (the CSP forbids
+it); the Highlight page's behaviour lives in static/app.js and reads the API.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from pivotal_sae.errors import UserError
+from pivotal_sae.explorer.browse import PAIR_KINDS, Browser, NotFound
+
+TEMPLATES = Path(__file__).parent / "templates"
+PAIRS_PER_PAGE = 20
+EXAMPLES_PER_PAIR_LATENT = 3
+
+router = APIRouter(include_in_schema=False)
+
+
+def shade_class(value: float, peak: float) -> str:
+    """One of 21 CSS classes a0..a20: the activation as a share of the peak, in 5% steps
+    (classes rather than inline styles, which the page's CSP does not allow)."""
+    if peak <= 0 or value <= 0:
+        return "a0"
+    return f"a{max(1, min(20, round(20 * value / peak)))}"
+
+
+def highlight_url(prompt: str, sae: str, feature: int) -> str:
+    return "/?" + urlencode({"prompt": prompt, "sae": sae, "feature": feature, "run": 1})
+
+
+@functools.cache
+def environment() -> Any:
+    import jinja2
+
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.globals.update(
+        shade=shade_class,
+        highlight_url=highlight_url,
+        pairs_per_page=PAIRS_PER_PAGE,
+        short=lambda name: Path(name).name or name,
+    )
+    env.filters["count"] = lambda n: "–" if n is None else f"{n:,}"
+    env.filters["num"] = lambda x, digits=3: "–" if x is None else f"{x:.{digits}g}"
+    return env
+
+
+def render(request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
+    browser: Browser = request.app.state.browser
+    page = (
+        environment()
+        .get_template(template)
+        .render(
+            explorer=browser.explorer,
+            run=browser.run_info(),
+            api_token=request.app.state.token,
+            path=request.url.path,
+            **context,
+        )
+    )
+    return HTMLResponse(page, status_code=status)
+
+
+def error_page(request: Request, status: int, message: str) -> HTMLResponse:
+    return render(request, "error.html", status=status, status_code=status, message=message)
+
+
+@router.get("/", response_class=HTMLResponse)
+def highlight_page(
+    request: Request,
+    prompt: Annotated[str, Query(max_length=20000)] = "",
+    sae: str | None = None,
+    feature: Annotated[int | None, Query(ge=0)] = None,
+    mode: Annotated[str, Query(pattern="^(latent|top)$")] = "latent",
+) -> HTMLResponse:
+    explorer = request.app.state.browser.explorer
+    chosen = explorer.sae(sae if sae in explorer.saes else None)
+    return render(
+        request,
+        "highlight.html",
+        prompt=prompt,
+        sae=chosen.name,
+        feature=feature,
+        mode=mode,
+    )
+
+
+@router.get("/pairs", response_class=HTMLResponse)
+def pairs_page(
+    request: Request,
+    kind: Annotated[str, Query(pattern="^(" + "|".join(PAIR_KINDS) + ")$")] = "effect",
+    page: Annotated[int, Query(ge=1)] = 1,
+) -> HTMLResponse:
+    browser: Browser = request.app.state.browser
+    if browser.run is None:
+        return render(request, "pairs.html", listing=None, kind=kind, page=1, pages=1)
+    listing = browser.pairs(kind, (page - 1) * PAIRS_PER_PAGE, PAIRS_PER_PAGE)
+    pages = max(1, -(-listing.total // PAIRS_PER_PAGE))
+    if page > pages:
+        raise NotFound(f"there is no page {page}; the {kind} pairs fill {pages}")
+    details = {}
+    for pair in listing.pairs:
+        for side in (pair.a, pair.b):
+            details[side.id] = browser.latent(listing.sae, side.id, EXAMPLES_PER_PAIR_LATENT)
+    return render(
+        request, "pairs.html", listing=listing, kind=kind, page=page, pages=pages, details=details
+    )
+
+
+@router.get("/latent", response_class=HTMLResponse)
+def latent_lookup(request: Request, sae: str | None = None, index: int | None = None) -> Response:
+    """The navigation's 'go to latent' form lands here."""
+    explorer = request.app.state.browser.explorer
+    chosen = explorer.sae(sae if sae in explorer.saes else None)
+    if index is None:
+        return render(request, "latent.html", latent=None, sae=chosen.name)
+    return RedirectResponse(f"/latent/{chosen.name}/{index}", status_code=303)
+
+
+@router.get("/latent/{sae:path}/{index}", response_class=HTMLResponse)
+def latent_page(request: Request, sae: str, index: int) -> HTMLResponse:
+    browser: Browser = request.app.state.browser
+    try:
+        latent = browser.latent(sae, index)
+    except UserError as exc:
+        raise NotFound(str(exc)) from None
+    return render(request, "latent.html", latent=latent, sae=latent.sae)

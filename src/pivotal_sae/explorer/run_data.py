@@ -1,0 +1,262 @@
+"""What the explorer shows of an `absorb` run directory, read once when the server starts.
+
+It reads the report's `pairs.json` and, of the results files, only what the pages show: the
+firing counts and counters of `cooccurrences.safetensors` (not the E×E matrix), the metadata
+of `effects.safetensors` (which SAEs were ablated and read), and `top_examples.safetensors`.
+Uncompressed files are read tensor by tensor, so a 65,536-latent run costs megabytes here,
+not the gigabytes of its co-occurrence matrix. Anything unreadable is a one-line `UserError`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pivotal_sae.absorption.examples import TopExamples
+from pivotal_sae.absorption.results import (
+    COOCCURRENCES,
+    EFFECTS,
+    FORMATS,
+    SAE_IDENTITY_KEYS,
+    TOP_EXAMPLES,
+    kind_of,
+    read_file,
+    results_file,
+)
+from pivotal_sae.errors import UserError
+
+PAIRS_JSON = "pairs.json"
+RUN_FILES = (PAIRS_JSON, *(f"{kind}.safetensors[.zst]" for kind in FORMATS))
+
+
+@dataclass
+class RunData:
+    """An absorb run as the explorer needs it. Latent ids are the ablator SAE's."""
+
+    path: Path
+    pairs: list[dict[str, Any]] = field(default_factory=list)
+    """`pairs.json`'s effect pairs, in its layout (`ablator1`, `ablator2`, `cosine_similarity`,
+    `cooccurrence_count`, `expected_cooccurrence`, `p_at_most_observed`)."""
+    decoder_pairs: list[dict[str, Any]] = field(default_factory=list)
+    """Decoder-similarity pairs (`latent1`, `latent2`, ...)."""
+    pairs_meta: dict[str, Any] = field(default_factory=dict)
+    has_pairs_file: bool = False
+    summary: dict[str, Any] = field(default_factory=dict)
+    manifest: dict[str, Any] = field(default_factory=dict)
+    metadata: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Results-file metadata by kind: 'cooccurrences', 'effects', 'top_examples'."""
+    firing_counts_e: torch.Tensor | None = None
+    tokens_counted: int | None = None
+    contexts_processed: int | None = None
+    examples: TopExamples | None = None
+    explanations: dict[int, str] = field(default_factory=dict, repr=False)
+    """The explanation pairs.json carries for each latent it mentions (first one seen)."""
+    _pairs_by_latent: dict[int, list[int]] = field(default_factory=dict, repr=False)
+
+    # ------------------------------------------------------------------ what the run says
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def d_sae(self) -> int | None:
+        for kind in (COOCCURRENCES, EFFECTS, TOP_EXAMPLES):
+            if "d_sae" in self.metadata.get(kind, {}):
+                return int(self.metadata[kind]["d_sae"])
+        if self.firing_counts_e is not None:
+            return len(self.firing_counts_e)
+        return self.examples.d_sae if self.examples is not None else None
+
+    def sae_spec(self, role: str) -> dict[str, Any] | None:
+        """Identity of the run's 'ablator' or 'reader' SAE (release/sae_id/path/hook_name/
+        d_sae/neuronpedia_id), as the results files' metadata names it, or None."""
+        if role == "reader":
+            candidates = [self.metadata.get(EFFECTS, {}).get("reader_sae")]
+        else:
+            candidates = [
+                self.metadata.get(COOCCURRENCES, {}).get("sae"),
+                self.metadata.get(EFFECTS, {}).get("ablator_sae"),
+                self.metadata.get(TOP_EXAMPLES, {}).get("sae"),
+            ]
+        for spec in candidates:
+            if isinstance(spec, dict) and any(spec.get(k) for k in SAE_IDENTITY_KEYS):
+                return spec
+        return None
+
+    @property
+    def model_name(self) -> str | None:
+        for source in (*self.metadata.values(), self.summary):
+            model = source.get("model")
+            if isinstance(model, str) and model:
+                return model
+        return None
+
+    @property
+    def neuronpedia_id(self) -> str | None:
+        spec = self.sae_spec("ablator") or {}
+        return spec.get("neuronpedia_id") or self.pairs_meta.get("ablator_sae_id")
+
+    def firing(self, latent: int) -> int | None:
+        if self.firing_counts_e is None or not 0 <= latent < len(self.firing_counts_e):
+            return None
+        return int(self.firing_counts_e[latent])
+
+    def pairs_with(self, latent: int) -> list[int]:
+        """Indices into `pairs` of the pairs a latent belongs to, best first."""
+        return self._pairs_by_latent.get(latent, [])
+
+    def describe(self) -> dict[str, Any]:
+        settings = self.pairs_meta.get("settings") or {}
+        return {
+            "name": self.name,
+            "model": self.model_name,
+            "d_sae": self.d_sae,
+            "tokens_counted": self.tokens_counted,
+            "contexts_processed": self.contexts_processed,
+            "pairs": len(self.pairs),
+            "pairs_matching": self.pairs_meta.get("n_matching"),
+            "decoder_pairs": len(self.decoder_pairs),
+            "has_pairs_file": self.has_pairs_file,
+            "has_top_examples": self.examples is not None,
+            "settings": settings if isinstance(settings, dict) else {},
+        }
+
+
+# ---------------------------------------------------------------------- reading
+def _decode_metadata(raw: dict[str, str] | None) -> dict[str, Any]:
+    """Results files store every metadata value as JSON text (docs/absorption.md)."""
+    decoded: dict[str, Any] = {}
+    for key, value in (raw or {}).items():
+        try:
+            decoded[key] = json.loads(value)
+        except json.JSONDecodeError:
+            decoded[key] = value
+    return decoded
+
+
+def _read(path: Path, names: tuple[str, ...]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Metadata and the named tensors (those present) of a results file."""
+    if path.name.endswith(".zst"):
+        tensors, metadata = read_file(path)
+        return {n: t for n, t in tensors.items() if n in names}, metadata
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = _decode_metadata(handle.metadata())
+            keys = set(handle.keys())
+            tensors = {n: handle.get_tensor(n) for n in names if n in keys}
+            if not metadata.get("format"):
+                # Files of the original scripts carry no metadata; kind_of tells them by tensors.
+                tensors.update({n: torch.empty(0) for n in keys if n not in tensors})
+    except (SafetensorError, OSError, ValueError) as exc:
+        what = "truncated or corrupted" if path.stat().st_size else "empty"
+        raise UserError(f"{path} is {what} and cannot be read as safetensors ({exc})") from None
+    return tensors, metadata
+
+
+def _read_cooccurrences(run: RunData, path: Path) -> None:
+    tensors, metadata = _read(path, ("firing_counts_e", "cooccurrences_ee"))
+    kind = kind_of(tensors, metadata, path)
+    if kind == "legacy" and tensors.get("cooccurrences_ee", torch.empty(0)).numel():
+        run.firing_counts_e = tensors["cooccurrences_ee"].diagonal().round().to(torch.int64)
+        return
+    if kind != COOCCURRENCES or "firing_counts_e" not in tensors:
+        raise UserError(f"{path} holds no co-occurrence counts")
+    run.metadata[COOCCURRENCES] = metadata
+    run.firing_counts_e = tensors["firing_counts_e"].to(torch.int64)
+    for key in ("tokens_counted", "contexts_processed"):
+        if metadata.get(key) is not None:
+            setattr(run, key, int(metadata[key]))
+
+
+def _read_effects_metadata(run: RunData, path: Path) -> None:
+    tensors, metadata = _read(path, ())
+    if kind_of(tensors, metadata, path) == EFFECTS:
+        run.metadata[EFFECTS] = metadata
+
+
+def _read_examples(run: RunData, path: Path) -> None:
+    tensors, metadata = read_file(path)
+    if kind_of(tensors, metadata, path) != TOP_EXAMPLES:
+        raise UserError(f"{path} holds no top examples")
+    try:
+        run.examples = TopExamples.from_state_dict(tensors)
+    except UserError as exc:
+        raise UserError(f"{path}: {exc}") from None
+    run.metadata[TOP_EXAMPLES] = metadata
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path} is not valid JSON ({exc})") from None
+
+
+def _read_pairs(run: RunData, path: Path) -> None:
+    document = _read_json(path)
+    if not isinstance(document, dict) or not isinstance(document.get("pairs"), list):
+        raise UserError(f"{path} is not an absorb report's pairs.json (no 'pairs' list)")
+    run.has_pairs_file = True
+    run.pairs_meta = document.get("meta") if isinstance(document.get("meta"), dict) else {}
+    run.decoder_pairs = [p for p in document.get("decoder_pairs") or [] if _is_pair(p, "latent")]
+    run.pairs = [p for p in document["pairs"] if _is_pair(p, "ablator")]
+    if len(run.pairs) != len(document["pairs"]):
+        raise UserError(f"{path}: some pairs lack ablator1/ablator2 ids")
+    for number, pair in enumerate(run.pairs):
+        for side in ("ablator1", "ablator2"):
+            latent = int(pair[side]["id"])
+            run._pairs_by_latent.setdefault(latent, []).append(number)
+    for pair, sides in [(p, ("ablator1", "ablator2")) for p in run.pairs] + [
+        (p, ("latent1", "latent2")) for p in run.decoder_pairs
+    ]:
+        for side in sides:
+            text = pair[side].get("explanation")
+            if isinstance(text, str) and text:
+                run.explanations.setdefault(int(pair[side]["id"]), text)
+
+
+def _is_pair(pair: Any, prefix: str) -> bool:
+    return isinstance(pair, dict) and all(
+        isinstance(pair.get(f"{prefix}{n}"), dict)
+        and isinstance(pair[f"{prefix}{n}"].get("id"), int)
+        for n in (1, 2)
+    )
+
+
+def load_run(path: Path) -> RunData:
+    """Read an absorb run directory, or raise a `UserError` saying why it is not one."""
+    path = Path(path).expanduser()
+    if not path.is_dir():
+        raise UserError(f"--run {path}: no such directory")
+    files = {kind: results_file(path, kind) for kind in FORMATS}
+    pairs_path = path / PAIRS_JSON
+    if not pairs_path.is_file() and not any(files.values()):
+        raise UserError(
+            f"--run {path} is not an absorb run directory: it holds none of {', '.join(RUN_FILES)}"
+        )
+    run = RunData(path=path)
+    if files[COOCCURRENCES]:
+        _read_cooccurrences(run, files[COOCCURRENCES])
+    if files[EFFECTS]:
+        _read_effects_metadata(run, files[EFFECTS])
+    if files[TOP_EXAMPLES]:
+        _read_examples(run, files[TOP_EXAMPLES])
+    if pairs_path.is_file():
+        _read_pairs(run, pairs_path)
+    for name, attribute in (("summary.json", "summary"), ("manifest.json", "manifest")):
+        if (path / name).is_file():
+            value = _read_json(path / name)
+            setattr(run, attribute, value if isinstance(value, dict) else {})
+    widths = {
+        len(run.firing_counts_e) if run.firing_counts_e is not None else None,
+        run.examples.d_sae if run.examples is not None else None,
+    } - {None}
+    if len(widths) > 1:
+        raise UserError(f"--run {path}: its co-occurrence counts and top examples differ in width")
+    return run

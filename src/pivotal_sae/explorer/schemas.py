@@ -1,0 +1,144 @@
+"""The JSON API's request and response bodies (they are also its OpenAPI schema)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+
+class HighlightRequest(BaseModel):
+    prompt: str = Field(min_length=1, description="Text to run through the model.")
+    feature_idx: int = Field(ge=0, description="Latent index, 0 ≤ feature_idx < d_sae.")
+    sae: str | None = Field(
+        default=None, description="Name of a loaded SAE (GET /api/saes); default: the first."
+    )
+
+
+class TopLatentsRequest(BaseModel):
+    prompt: str = Field(min_length=1, description="Text to run through the model.")
+    sae: str | None = Field(default=None, description="Name of a loaded SAE; default: the first.")
+    k: int = Field(default=5, ge=1, le=32, description="Latents to report per token.")
+
+
+class Token(BaseModel):
+    position: int = Field(description="Position in the model's input (BOS is 0 when present).")
+    token_id: int
+    token: str = Field(description="The tokenizer's own spelling, e.g. '##ing' or '[CLS]'.")
+    text: str = Field(description="The prompt's characters this token covers ('' if special).")
+    start: int = Field(description="Character offset of `text` in the prompt.")
+    end: int
+    special: bool = Field(description="Added by the tokenizer (BOS/CLS), not part of the prompt.")
+
+
+class TokenActivation(Token):
+    activation: float = Field(description="The latent's activation at this token.")
+
+
+class LatentValue(BaseModel):
+    latent: int
+    activation: float
+
+
+class TokenTopLatents(Token):
+    top: list[LatentValue] = Field(description="Most active latents here, largest first (> 0).")
+
+
+class HighlightResponse(BaseModel):
+    model: str
+    sae: str
+    hook_name: str
+    d_sae: int
+    feature_idx: int
+    prompt: str
+    tokens: list[TokenActivation]
+    max_activation: float = Field(description="Largest activation over the prompt's own tokens.")
+    explanation: str | None = None
+    neuronpedia_url: str | None = None
+
+
+class TopLatentsResponse(BaseModel):
+    model: str
+    sae: str
+    hook_name: str
+    d_sae: int
+    k: int
+    prompt: str
+    tokens: list[TokenTopLatents]
+    max_activation: float = Field(description="Largest top activation over the prompt's tokens.")
+
+
+class SaeDescription(BaseModel):
+    name: str = Field(description="What requests call this SAE.")
+    label: str
+    hook_name: str
+    d_sae: int
+    architecture: str
+    neuronpedia_id: str | None = None
+    role: str | None = Field(
+        default=None, description="'ablator' or 'reader' for the SAEs of the --run directory."
+    )
+    explanations: int = Field(description="Latents with an explanation.")
+
+
+class ExplorerInfo(BaseModel):
+    model: str
+    saes: list[SaeDescription]
+    run: dict | None = Field(default=None, description="The --run directory, when one is open.")
+    max_prompt_chars: int
+    max_prompt_tokens: int
+
+
+class Example(BaseModel):
+    context_id: int
+    max_activation: float
+    tokens: list[str] = Field(description="Token spellings of the window around the maximum.")
+    activations: list[float]
+    center: int = Field(description="Index of the maximum within the window.")
+    text: str = Field(description="The window as text, for highlighting it again.")
+
+
+class PairRef(BaseModel):
+    rank: int = Field(description="1-based rank of the pair in the --run's pairs.")
+    partner: int
+    cosine_similarity: float
+    cooccurrence_count: int | None = None
+    expected_cooccurrence: float | None = None
+
+
+class Latent(BaseModel):
+    sae: str
+    index: int
+    explanation: str | None = None
+    neuronpedia_url: str | None = None
+    firing_count: int | None = None
+    tokens_counted: int | None = None
+    firing_frequency: float | None = Field(default=None, description="firing_count / tokens.")
+    examples: list[Example] = Field(default_factory=list)
+    pairs: list[PairRef] = Field(
+        default_factory=list, description="The --run's effect pairs it belongs to, best first."
+    )
+
+
+class PairSide(BaseModel):
+    id: int
+    explanation: str | None = None
+    url: str | None = None
+    firing_count: int | None = None
+    ablation_count: int | None = None
+
+
+class Pair(BaseModel):
+    rank: int
+    a: PairSide
+    b: PairSide
+    cosine_similarity: float
+    cooccurrence_count: int | None = None
+    expected_cooccurrence: float | None = None
+    p_at_most_observed: float | None = None
+
+
+class PairsPage(BaseModel):
+    sae: str = Field(description="The loaded SAE the run's latent ids belong to.")
+    kind: str = Field(description="'effect' or 'decoder' pairs.")
+    total: int
+    offset: int
+    pairs: list[Pair]

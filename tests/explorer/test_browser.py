@@ -1,0 +1,117 @@
+"""End to end in headless Chromium: type a prompt, see highlighted tokens, XSS stays text.
+
+Needs Debian's `chromium` (at /usr/bin/chromium) and the Playwright Python package; it skips,
+saying why, only when they are missing. Screenshots go to the test's temporary folder, or to
+$PIVOTAL_SAE_SCREENSHOTS when set.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from .conftest import XSS
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def page():
+    if not CHROMIUM.exists():
+        pytest.skip(
+            f"Chromium is not installed at {CHROMIUM} (apt-get install chromium chromium-driver)"
+        )
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason="the playwright package is not installed"
+    )
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        page.dialogs = []
+        page.on("dialog", lambda dialog: (page.dialogs.append(dialog.message), dialog.dismiss()))
+        page.console_errors = []
+        page.on(
+            "console",
+            lambda m: page.console_errors.append(m.text) if m.type == "error" else None,
+        )
+        yield page
+        browser.close()
+
+
+def _shot(page, tmp_path: Path, name: str) -> Path:
+    path = tmp_path / name
+    page.screenshot(path=str(path), full_page=True)
+    assert path.stat().st_size > 5000
+    if os.environ.get("PIVOTAL_SAE_SCREENSHOTS"):
+        shutil.copy(path, Path(os.environ["PIVOTAL_SAE_SCREENSHOTS"]) / name)
+    return path
+
+
+def test_highlight_page_in_chromium(page, live_server, browser, tmp_path):
+    prompt = f"The President spoke to Congress. {XSS} Then the nation listened."
+    expected = browser.explorer.highlight(prompt, 5)
+    page.goto(live_server + "/")
+    page.fill("#prompt", prompt)
+    page.fill("#feature", "5")
+    page.click("#go")
+    page.wait_for_selector("#tokens .tok")
+    spans = page.locator("#tokens .tok")
+    assert spans.count() == len(expected.tokens)
+    # The prompt reads back exactly as typed, the script tag included, as text.
+    shown = page.locator("#tokens").inner_text()
+    assert XSS in shown and "Then the nation listened." in shown
+    assert page.locator("#tokens script").count() == 0
+    assert page.dialogs == []
+    # Shading follows the activations: the strongest token is the most opaque.
+    peak = max(range(len(expected.tokens)), key=lambda i: expected.tokens[i].activation)
+    assert expected.tokens[peak].activation > 0
+    background = spans.nth(peak).evaluate("e => getComputedStyle(e).backgroundColor")
+    assert background.startswith("rgba(249, 115, 22, 0.85")
+    spans.nth(peak).hover()
+    assert "activation" in page.locator("#hover").inner_text()
+    assert spans.nth(peak).get_attribute("title") != ""
+    assert "Latent 5" in page.locator("#result-title").inner_text()
+    assert "neuronpedia.org/tiny-bert/0-test-res/5" in page.locator(
+        "#result-title a.ext"
+    ).get_attribute("href")
+    assert "prompt=" in page.url  # shareable address
+    _shot(page, tmp_path, "explorer-highlight-test.png")
+
+    # Top latents per token, then a click through to one of them.
+    page.click('label:has(input[value="top"])')
+    page.click("#go")
+    page.wait_for_selector("#top-panel:not([hidden])")
+    page.locator("#tokens .tok").nth(3).click()
+    page.locator("#top-panel .chip").first.click()
+    page.wait_for_selector("#result-title a.latent-id")  # (the CSP forbids wait_for_function)
+    assert page.locator("#tokens .tok").count() == len(expected.tokens)
+
+    # A bad latent shows the server's message, not a broken page.
+    page.fill("#feature", "100000")
+    page.click("#go")
+    page.wait_for_selector("#error:not([hidden])")
+    assert "out of range" in page.locator("#error").inner_text()
+    assert page.console_errors == [] or all("422" in e for e in page.console_errors)
+
+
+def test_pairs_and_latent_pages_in_chromium(page, live_server, tmp_path):
+    page.goto(live_server + "/pairs")
+    assert page.locator("article.pair").count() > 0
+    assert page.dialogs == []
+    _shot(page, tmp_path, "explorer-pairs-test.png")
+    page.goto(live_server + "/latent/blocks.0.hook_resid_post/0")
+    # Latent 0's explanation carries a script tag: shown as text, never run.
+    assert XSS in page.locator("p.expl").first.inner_text()
+    assert page.dialogs == []
+    _shot(page, tmp_path, "explorer-latent-test.png")
+    # Click-through from an example to the Highlight page, which runs by itself.
+    page.locator(".example .ex-actions a").first.click()
+    page.wait_for_selector("#tokens .tok")
+    assert "Latent 0" in page.locator("#result-title").inner_text()
