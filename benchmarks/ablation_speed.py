@@ -121,10 +121,9 @@ def main() -> None:
     reference, how_often, ref_s = original(models, ref_batches, args.k)
     on_ref, _, _ = ours(models, ref_batches, args.k, args.variants_per_pass)
     check = compare(on_ref, reference, how_often)
-    tolerance = 1e-4 if args.dtype == "float32" else None
-    equal = check["same_ablations"] and (
-        tolerance is None or check["max_relative_error"] < tolerance
-    )
+    # Half precision rounds the reader's activations, so its bound is loose (and not fatal).
+    tolerance = 1e-4 if args.dtype == "float32" else 2e-2
+    equal = check["same_ablations"] and check["max_relative_error"] < tolerance
     per_context, ref_per_context = ours_s / args.contexts, ref_s / args.reference_contexts
     report = {
         "benchmark": "ablation_speed", "preset": args.preset, "device": args.device,
@@ -147,7 +146,7 @@ def main() -> None:
           f"max relative error {check['max_relative_error']:.1e}, sign agreement "
           f"{check['sign_agreement']:.4f}")  # fmt: skip
     print(json.dumps(report))
-    if tolerance is not None and not equal:
+    if args.dtype == "float32" and not equal:
         sys.exit("effects differ from the original's")
 
 
