@@ -141,3 +141,25 @@ def test_toy_sae_directories_round_trip(arch, tmp_path):
         assert torch.equal(loaded.state_dict()[name], tensor), name
     x = torch.randn(4, 7)
     torch.testing.assert_close(loaded(x).recon_BM, sae(x).recon_BM)
+
+
+@pytest.mark.parametrize(("relu", "coeff", "balance"), [(True, 1.0, True), (False, 0.0, False)])
+def test_fused_loss_matches_autograd(relu, coeff, balance):
+    rng = torch.Generator().manual_seed(fresh_seed())
+    init = "tied" if relu else "linear"
+    sae = HierarchicalSae(
+        8, 6, 2, 3, relu=relu, init=init, balance=balance, parent_recon_coeff=coeff, generator=rng
+    )
+    with torch.no_grad():
+        sae.selection_bias_E.normal_(0, 0.1, generator=rng)
+    x = torch.randn(25, 8, generator=rng)
+    expected = sae.reconstruction_loss(x, sae(x))
+    expected.backward()
+    grads = {name: p.grad.clone() for name, p in sae.named_parameters()}
+    sae.zero_grad()
+    loss, out = sae.fused_reconstruction_loss(x)
+    loss.backward()
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    torch.testing.assert_close(out.recon_BM, sae(x).recon_BM)
+    for name, p in sae.named_parameters():
+        torch.testing.assert_close(p.grad, grads[name], rtol=1e-4, atol=1e-6, msg=name)

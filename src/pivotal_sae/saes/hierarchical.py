@@ -12,6 +12,8 @@ direction `d_e + r_en * d_en` that the metrics score.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from jaxtyping import Float
@@ -123,6 +125,24 @@ class HierarchicalSae(TopKSae):
             loss = loss + self.parent_recon_coeff * F.mse_loss(parent_recon_BM, x_BM)
         return loss
 
+    def fused_reconstruction_loss(self, x_BM: Tensor) -> tuple[Tensor, ToySaeOutput]:
+        """`reconstruction_loss(x, self(x))` and the forward's output, with a hand-written
+        backward; the output's tensors carry no gradient. At the toy lab's sizes autograd's
+        per-node overhead was most of a training step; this cuts forward+backward by about a
+        third. Tested equal to autograd in tests/saes/test_toy_saes.py."""
+        loss, *fields = _FusedReconstructionLoss.apply(
+            self,
+            x_BM,
+            self.W_enc,
+            self.b_enc,
+            self.W_dec,
+            self.b_dec,
+            self.W_enc_child,
+            self.b_enc_child,
+            self.W_dec_child,
+        )
+        return loss, ToySaeOutput(*fields)
+
     def alignment_loss(self, out: ToySaeOutput) -> Tensor:
         """SPEC's auxiliary loss: minus cos(a_p d_p, a_p d_p + a_c d_c) per active parent, / B.
 
@@ -228,3 +248,68 @@ class HierarchicalSae(TopKSae):
         for bias in (self.b_enc, self.b_dec, self.b_enc_child):
             bias.zero_()
         self.child_ratio_H.fill_(1.0)
+
+
+class _FusedReconstructionLoss(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, sae: HierarchicalSae, x_BM: Tensor, *params: Tensor) -> tuple:  # type: ignore[override]
+        out = sae(x_BM)
+        assert out.child_values_BK is not None and out.child_slots_BK is not None
+        n = sae.n_children
+        child_index_BK = out.indices_BK * n + out.child_slots_BK
+        scale = 1.0 / x_BM.numel()
+        error_BM = out.recon_BM - x_BM
+        loss = error_BM.pow(2).sum() * scale
+        parent_acts_BE = scatter_dense(out.values_BK, out.indices_BK, sae.d_sae)
+        parent_error_BM = None
+        if sae.parent_recon_coeff:
+            parent_error_BM = torch.addmm(sae.b_dec, parent_acts_BE, sae.W_dec) - x_BM
+            loss = loss + sae.parent_recon_coeff * parent_error_BM.pow(2).sum() * scale
+        child_acts_BH = scatter_dense(out.child_values_BK, child_index_BK, sae.d_sae * n)
+        # Where the value's gradient reaches the pre-activation: ReLU'd values only when > 0;
+        # raw top-k values always; a child only where it is non-zero (its parent fired).
+        parent_pass_BK = out.values_BK > 0 if sae.relu else torch.ones_like(out.values_BK).bool()
+        child_pass_BK = out.child_values_BK > 0 if sae.relu else out.values_BK != 0
+        ctx.sae_shape = (sae.d_sae, n, sae.parent_recon_coeff, scale)
+        ctx.save_for_backward(
+            x_BM,
+            parent_acts_BE,
+            child_acts_BH,
+            error_BM,
+            parent_error_BM if parent_error_BM is not None else error_BM.new_zeros(0),
+            out.indices_BK,
+            child_index_BK,
+            parent_pass_BK,
+            child_pass_BK,
+            params[2],
+            params[6],
+        )
+        fields = tuple(t.detach() if t.is_floating_point() else t for t in out)
+        ctx.mark_non_differentiable(*fields)
+        return (loss, *fields)
+
+    @staticmethod
+    def backward(ctx: Any, grad_loss: Tensor, *_: Any) -> tuple:  # type: ignore[override]
+        x_BM, parent_acts_BE, child_acts_BH, error_BM, parent_error_BM = ctx.saved_tensors[:5]
+        indices_BK, child_index_BK, parent_pass_BK, child_pass_BK = ctx.saved_tensors[5:9]
+        W_dec, W_dec_child = ctx.saved_tensors[9:]
+        d_sae, n, coeff, scale = ctx.sae_shape
+        g_recon_BM = error_BM * (2 * scale * grad_loss)
+        g_parent_recon_BM = g_recon_BM
+        if coeff:
+            g_parent_recon_BM = g_recon_BM + parent_error_BM * (2 * scale * coeff * grad_loss)
+        g_values_BK = (g_parent_recon_BM @ W_dec.T).gather(1, indices_BK) * parent_pass_BK
+        g_child_BK = (g_recon_BM @ W_dec_child.T).gather(1, child_index_BK) * child_pass_BK
+        g_pre_BE = scatter_dense(g_values_BK, indices_BK, d_sae)
+        g_child_pre_BH = scatter_dense(g_child_BK, child_index_BK, d_sae * n)
+        return (
+            None,
+            None,
+            x_BM.T @ g_pre_BE,
+            g_pre_BE.sum(0),
+            parent_acts_BE.T @ g_parent_recon_BM,
+            g_parent_recon_BM.sum(0),
+            x_BM.T @ g_child_pre_BH,
+            g_child_pre_BH.sum(0),
+            child_acts_BH.T @ g_recon_BM,
+        )

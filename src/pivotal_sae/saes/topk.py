@@ -144,7 +144,7 @@ class TopKSae(nn.Module):
     @torch.no_grad()
     def normalize_decoder_(self) -> None:
         for rows in self.decoder_rows().values():
-            rows.div_(rows.norm(dim=-1, keepdim=True).clamp_min(1e-8))
+            rows.div_(torch.linalg.vector_norm(rows, dim=-1, keepdim=True).clamp_min_(1e-8))
 
     def dead_latent_candidates(self, out: ToySaeOutput) -> dict[str, Tensor]:
         """Pre-activations per latent kind that the auxiliary-k loss may revive, -inf if barred."""

@@ -168,8 +168,13 @@ def restore(lab: ToyLab, directory: Path) -> int:
 def losses(lab: ToyLab, x_BM: torch.Tensor, training: bool) -> tuple[torch.Tensor, dict]:
     """Total loss to minimise and its parts. Auxiliary-k only counts while training."""
     config, sae = lab.config, lab.sae
-    out = sae(x_BM)
-    parts = {"reconstruction_loss": sae.reconstruction_loss(x_BM, out)}
+    if training and isinstance(sae, HierarchicalSae) and not config.aux_k:
+        # Auxiliary-k needs gradients through the pre-activations, which this path omits.
+        recon_loss, out = sae.fused_reconstruction_loss(x_BM)
+    else:
+        out = sae(x_BM)
+        recon_loss = sae.reconstruction_loss(x_BM, out)
+    parts = {"reconstruction_loss": recon_loss}
     total = parts["reconstruction_loss"]
     if isinstance(sae, HierarchicalSae) and (config.aux_loss_coeff or not training):
         parts["aux_loss"] = sae.alignment_loss(out)
