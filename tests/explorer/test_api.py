@@ -160,3 +160,36 @@ def test_openapi_schema(client):
     assert set(request["properties"]) == {"prompt", "feature_idx", "sae"}
     assert request["required"] == ["prompt", "feature_idx"]
     assert schema["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+
+
+class _NoOffsets:
+    """A tokenizer that, like Python-only tokenizers, cannot give character offsets."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def __call__(self, text, **kwargs):
+        if kwargs.get("return_offsets_mapping"):
+            raise NotImplementedError("return_offset_mapping is not available")
+        return self.inner(text, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def test_tokenizers_without_offsets(browser):
+    from pivotal_sae.explorer.client import pieces, render_standalone
+    from pivotal_sae.explorer.engine import Explorer
+    from pivotal_sae.lm.model import LanguageModel
+
+    fast = browser.explorer.lm
+    lm = LanguageModel(fast.model, _NoOffsets(fast.tokenizer), "no-offsets")
+    explorer = Explorer(lm, list(browser.explorer.saes.values()))
+    prompt = "The union, <b>strong</b>."
+    result = explorer.highlight(prompt, 3)
+    expected = browser.explorer.highlight(prompt, 3)
+    assert [t.activation for t in result.tokens] == [t.activation for t in expected.tokens]
+    assert all(t.start == -1 for t in result.tokens[1:])
+    assert "".join(p.text for p in pieces(result)[1:]) == "the union, < b > strong < / b >."
+    page = render_standalone(result)
+    assert "<b>" not in page and page.count(">&lt;</span>") == 2

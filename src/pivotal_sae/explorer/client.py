@@ -39,11 +39,17 @@ def pieces(h: HighlightResponse) -> list[Piece]:
         if token.special:
             out.append(Piece(token.token, token, alpha))
             continue
+        if token.start < 0:  # no offsets: the text carries its own spacing, kept unshaded
+            text = token.text.lstrip()
+            if len(text) < len(token.text):
+                out.append(Piece(token.text[: len(token.text) - len(text)]))
+            out.append(Piece(text, token, alpha))
+            continue
         if token.start > cursor:
             out.append(Piece(h.prompt[cursor : token.start]))
         out.append(Piece(token.text, token, alpha))
         cursor = token.end
-    if cursor < len(h.prompt):
+    if 0 < cursor < len(h.prompt):
         out.append(Piece(h.prompt[cursor:]))
     return out
 

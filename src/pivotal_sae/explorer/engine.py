@@ -141,10 +141,8 @@ class Explorer:
             bos = tokenizer.convert_ids_to_tokens([self._bos])[0]
             tokens.append(Token(position=0, token_id=self._bos, token=bos, text="", start=0,
                                 end=0, special=True))  # fmt: skip
-        cursor = 0
         for k, (token_id, piece, text) in enumerate(zip(ids, pieces, texts, strict=True)):
-            start, end = offsets[k] if offsets else (cursor, cursor + len(text))
-            cursor = end
+            start, end = offsets[k] if offsets else (-1, -1)
             tokens.append(
                 Token(position=len(tokens), token_id=int(token_id), token=str(piece), text=text,
                       start=int(start), end=int(end), special=False)

@@ -34,7 +34,7 @@ def shade_class(value: float, peak: float) -> str:
 
 
 def highlight_url(prompt: str, sae: str, feature: int) -> str:
-    return "/?" + urlencode({"prompt": prompt, "sae": sae, "feature": feature, "run": 1})
+    return "/?" + urlencode({"prompt": prompt, "sae": sae, "feature": feature})
 
 
 @functools.cache

@@ -24,7 +24,10 @@ class Token(BaseModel):
     token_id: int
     token: str = Field(description="The tokenizer's own spelling, e.g. '##ing' or '[CLS]'.")
     text: str = Field(description="The prompt's characters this token covers ('' if special).")
-    start: int = Field(description="Character offset of `text` in the prompt.")
+    start: int = Field(
+        description="Character offset of `text` in the prompt (-1: the tokenizer gives no "
+        "offsets; `text` then includes the token's leading space)."
+    )
     end: int
     special: bool = Field(description="Added by the tokenizer (BOS/CLS), not part of the prompt.")
 

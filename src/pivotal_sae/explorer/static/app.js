@@ -58,11 +58,17 @@
     const peak = data.max_activation > 0 ? data.max_activation : 1;
     let cursor = 0;
     data.tokens.forEach((token, i) => {
-      if (!token.special && token.start > cursor) {
+      if (!token.special && token.start >= 0 && token.start > cursor) {
         box.append(document.createTextNode(data.prompt.slice(cursor, token.start)));
       }
+      let text = token.special ? token.token : token.text;
+      if (token.start < 0 && !token.special) {  // no offsets: leave the leading space unshaded
+        const bare = text.trimStart();
+        if (bare.length < text.length) box.append(document.createTextNode(text.slice(0, text.length - bare.length)));
+        text = bare;
+      }
       const value = valueOf(token);
-      const span = el("span", token.special ? "tok special" : "tok", token.special ? token.token : token.text);
+      const span = el("span", token.special ? "tok special" : "tok", text);
       const alpha = Math.max(0, Math.min(1, value / peak)) * 0.85;
       span.style.backgroundColor = "rgba(" + ACT + ", " + alpha.toFixed(3) + ")";
       span.title = fmt(value);
@@ -70,9 +76,9 @@
       span.addEventListener("mouseenter", () => { $("hover").textContent = describe(token); });
       box.append(span);
       if (token.special) box.append(document.createTextNode(" "));
-      else cursor = token.end;
+      else if (token.start >= 0) cursor = token.end;
     });
-    if (cursor < data.prompt.length) box.append(document.createTextNode(data.prompt.slice(cursor)));
+    if (cursor > 0 && cursor < data.prompt.length) box.append(document.createTextNode(data.prompt.slice(cursor)));
     $("legend-max").textContent = fmt(data.max_activation) + " (prompt max)";
   }
 
