@@ -83,6 +83,11 @@ class HierarchicalSae(TopKSae):
                 self.W_enc_child.copy_(self.W_dec_child.T)
 
     def forward(self, x_BM: Float[Tensor, "B M"]) -> ToySaeOutput:
+        return self._forward_parts(x_BM)[0]
+
+    def _forward_parts(self, x_BM: Tensor) -> tuple[ToySaeOutput, Tensor, Tensor, Tensor]:
+        """The output, plus the dense parent and child activations and the parents-only
+        reconstruction, which the fused loss reuses rather than recomputes."""
         pre_acts_BE = torch.addmm(self.b_enc, x_BM, self.W_enc)
         values_BK, indices_BK = self.select(pre_acts_BE)
         batch, n = x_BM.shape[0], self.n_children
@@ -99,10 +104,9 @@ class HierarchicalSae(TopKSae):
             child_values_BK, indices_BK * n + child_slots_BK, self.d_sae * n
         )
         parent_acts_BE = scatter_dense(values_BK, indices_BK, self.d_sae)
-        recon_BM = torch.addmm(
-            torch.addmm(self.b_dec, parent_acts_BE, self.W_dec), child_acts_BH, self.W_dec_child
-        )
-        return ToySaeOutput(
+        parent_recon_BM = torch.addmm(self.b_dec, parent_acts_BE, self.W_dec)
+        recon_BM = torch.addmm(parent_recon_BM, child_acts_BH, self.W_dec_child)
+        out = ToySaeOutput(
             recon_BM,
             values_BK,
             indices_BK,
@@ -111,6 +115,7 @@ class HierarchicalSae(TopKSae):
             child_slots_BK,
             child_pre_acts_BH,
         )
+        return out, parent_acts_BE, child_acts_BH, parent_recon_BM
 
     def reconstruction_loss(self, x_BM: Tensor, out: ToySaeOutput) -> Tensor:
         """MSE of the full reconstruction, plus (if `parent_recon_coeff`) that of the parents alone.
@@ -163,12 +168,13 @@ class HierarchicalSae(TopKSae):
         both_BK = (out.values_BK != 0) & (out.child_values_BK != 0)
         ratio_BK = torch.where(both_BK, out.child_values_BK / out.values_BK, 0.0)
         child_index = (out.indices_BK * self.n_children + out.child_slots_BK).flatten()
-        sums_H = torch.zeros_like(self.child_ratio_H).index_add_(0, child_index, ratio_BK.flatten())
-        counts_H = torch.zeros_like(self.child_ratio_H).index_add_(
-            0, child_index, both_BK.flatten().float()
+        # Sums and counts in one scatter: at these sizes each op costs more than its arithmetic.
+        sums_counts_H2 = self.child_ratio_H.new_zeros(self.child_ratio_H.shape[0], 2).index_add_(
+            0, child_index, torch.stack([ratio_BK.flatten(), both_BK.flatten().float()], dim=1)
         )
+        sums_H, counts_H = sums_counts_H2.unbind(1)
         batch_mean_H = sums_H / counts_H.clamp_min(1)
-        updated_H = (1 - RATIO_EMA_COEFF) * self.child_ratio_H + RATIO_EMA_COEFF * batch_mean_H
+        updated_H = torch.lerp(self.child_ratio_H, batch_mean_H, RATIO_EMA_COEFF)
         self.child_ratio_H.copy_(torch.where(counts_H > 0, updated_H, self.child_ratio_H))
 
     def child_directions_ENM(self, adjusted: bool = True) -> Float[Tensor, "E N M"]:
@@ -253,19 +259,17 @@ class HierarchicalSae(TopKSae):
 class _FusedReconstructionLoss(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, sae: HierarchicalSae, x_BM: Tensor, *params: Tensor) -> tuple:  # type: ignore[override]
-        out = sae(x_BM)
+        out, parent_acts_BE, child_acts_BH, parent_recon_BM = sae._forward_parts(x_BM)
         assert out.child_values_BK is not None and out.child_slots_BK is not None
         n = sae.n_children
         child_index_BK = out.indices_BK * n + out.child_slots_BK
         scale = 1.0 / x_BM.numel()
         error_BM = out.recon_BM - x_BM
         loss = error_BM.pow(2).sum() * scale
-        parent_acts_BE = scatter_dense(out.values_BK, out.indices_BK, sae.d_sae)
         parent_error_BM = None
         if sae.parent_recon_coeff:
-            parent_error_BM = torch.addmm(sae.b_dec, parent_acts_BE, sae.W_dec) - x_BM
+            parent_error_BM = parent_recon_BM - x_BM
             loss = loss + sae.parent_recon_coeff * parent_error_BM.pow(2).sum() * scale
-        child_acts_BH = scatter_dense(out.child_values_BK, child_index_BK, sae.d_sae * n)
         # Where the value's gradient reaches the pre-activation: ReLU'd values only when > 0;
         # raw top-k values always; a child only where it is non-zero (its parent fired).
         parent_pass_BK = out.values_BK > 0 if sae.relu else torch.ones_like(out.values_BK).bool()

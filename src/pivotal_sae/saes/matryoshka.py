@@ -39,9 +39,7 @@ class MatryoshkaSae(TopKSae):
         balance: bool = False,
         generator: torch.Generator | None = None,
     ) -> None:
-        super().__init__(
-            d_in, d_sae, k, relu=relu, init=init, balance=balance, generator=generator
-        )
+        super().__init__(d_in, d_sae, k, relu=relu, init=init, balance=balance, generator=generator)
         sizes = sorted(set(prefixes or default_prefixes(d_sae)) | {d_sae})
         if sizes[0] < 1 or sizes[-1] > d_sae:
             raise ValueError(f"Matryoshka prefixes must lie in 1..{d_sae}, got {sizes}")

@@ -118,13 +118,11 @@ class TopKSae(nn.Module):
         return (values_BK.relu() if self.relu else values_BK), indices_BK
 
     @torch.no_grad()
-    def update_balance_(self, out: ToySaeOutput, rate: float) -> None:
-        """Nudge selection biases towards equal firing rates (k/E per latent)."""
-        load_E = torch.zeros_like(self.selection_bias_E).index_add_(
-            0, out.indices_BK.flatten(), (out.values_BK != 0).flatten().float()
-        )
-        target = out.indices_BK.numel() / self.d_sae
-        self.selection_bias_E.add_(rate * torch.sign(target - load_E))
+    def update_balance_(self, fires_E: Tensor, rows: int, rate: float) -> None:
+        """Nudge selection biases towards equal firing rates (k/E per latent); `fires_E` counts
+        the rows each (parent or flat) latent fired on, out of `rows`."""
+        target = rows * self.k / self.d_sae
+        self.selection_bias_E.add_(torch.sign(target - fires_E), alpha=rate)
 
     def forward(self, x_BM: Float[Tensor, "B M"]) -> ToySaeOutput:
         pre_acts_BE = torch.addmm(self.b_enc, x_BM, self.W_enc)

@@ -303,10 +303,13 @@ def _train(
             sae.normalize_decoder_()
         if is_hierarchical:
             sae.update_child_ratios_(out)
-        if config.balance_rate:
-            sae.update_balance_(out, config.balance_rate)
-        if config.aux_k or config.resample_every:
-            lab.tracker.update(sae.firing_counts(out))
+        if config.balance_rate or config.aux_k or config.resample_every:
+            counts = sae.firing_counts(out)
+            if config.balance_rate:
+                fires_E, _ = next(iter(counts.values()))  # parents, or the flat latents
+                sae.update_balance_(fires_E, x_BM.shape[0], config.balance_rate)
+            if config.aux_k or config.resample_every:
+                lab.tracker.update(counts)
         if config.resample_every and step % config.resample_every == 0:
             resample_dead_children_(sae, x_BM, out, lab.tracker, lab.optimizer)
         for key, value in parts.items():
