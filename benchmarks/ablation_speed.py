@@ -24,7 +24,7 @@ import sys
 import time
 
 import torch
-from absorb_setup import add_common_args, build, contexts, machine, resolve, sync
+from absorb_setup import add_common_args, build, contexts, machine, memory, resolve, sync
 
 from pivotal_sae.absorption.ablation import AblationEffects, ablate_batch
 from pivotal_sae.lm.model import hooked
@@ -117,6 +117,7 @@ def main() -> None:
     ours(models, warm[:1], args.k, args.variants_per_pass)  # first-call costs off the clock
     batches = contexts(args.contexts, args.seq, args.batch_size, args.seed)
     _, ours_s, variants = ours(models, batches, args.k, args.variants_per_pass)
+    ours_memory = memory(args.device)  # before the original allocates its own
     ref_batches = contexts(args.reference_contexts, args.seq, args.reference_contexts, args.seed)
     reference, how_often, ref_s = original(models, ref_batches, args.k)
     on_ref, _, _ = ours(models, ref_batches, args.k, args.variants_per_pass)
@@ -138,7 +139,7 @@ def main() -> None:
         "ours_variants_per_s": round(variants / ours_s, 1),
         "projected_hours_2M_prompts_all_ablated": round(2e6 * per_context / 3600, 1),
         "projected_hours_original": round(2e6 * ref_per_context / 3600, 1),
-        **check, "equal": equal,
+        **check, "equal": equal, **{f"ours_{k}": v for k, v in ours_memory.items()},
     }  # fmt: skip
     print(f"ablation ({args.preset}, {args.device}, K={args.k}): ours "
           f"{per_context * 1e3:.1f} ms/context, original {ref_per_context * 1e3:.0f} ms/context "

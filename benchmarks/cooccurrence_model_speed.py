@@ -23,7 +23,7 @@ import sys
 import time
 
 import torch
-from absorb_setup import add_common_args, build, contexts, machine, resolve, sync
+from absorb_setup import add_common_args, build, contexts, machine, memory, resolve, sync
 
 from pivotal_sae.absorption.cooccurrence import make_cooccurrence_counter
 from pivotal_sae.absorption.examples import TopExamples
@@ -111,6 +111,7 @@ def main() -> None:
     tokens = sum(int(b.count_mask_BS.sum()) for b in batches)
     counter, ours_s = ours(models, batches, not args.no_examples)
     bare_s = bare_forward(models, batches)
+    ours_memory = memory(args.device)  # before the original allocates its own
     ref_batches = contexts(args.reference_contexts, args.seq, args.batch_size, args.seed)
     ref_tokens = sum(int(b.count_mask_BS.sum()) for b in ref_batches)
     reference_ee, ref_s = original_counts(models, ref_batches, args.d_sae)
@@ -131,6 +132,7 @@ def main() -> None:
         "speedup_vs_original": round(rate / ref_rate, 2), "counts_equal": equal,
         "projected_hours_2M_prompts_x100_tokens": round(projected_tokens / rate / 3600, 2),
         "projected_hours_original": round(projected_tokens / ref_rate / 3600, 1),
+        **{f"ours_{k}": v for k, v in ours_memory.items()},
     }  # fmt: skip
     print(f"co-occurrence end to end ({args.preset}, {args.device}): ours {rate:,.0f} tokens/s, "
           f"bare forward to {args.ablator_hook} {bare_rate:,.0f} tokens/s "
