@@ -207,6 +207,25 @@ class AblationEffects:
         self.rows_RE.index_add_(0, self.slot_e[ids_R], rows_RE.to(self.device))
         self.how_often_activated_e += other.how_often_activated_e.to(self.device)
 
+    def all_reduce_(self, group: object | None = None) -> None:
+        """Sum the effects and counts of all ranks into rank 0; the other ranks are left empty,
+        so reducing again later stays exact. Ranks may hold different rows: each first takes
+        a row for every latent any rank has ablated (ids ascending), then one (U × E) sum."""
+        import torch.distributed as dist
+
+        held_e = (self.slot_e >= 0).to(torch.int32)
+        dist.all_reduce(held_e, group=group)
+        union_U = held_e.nonzero()[:, 0]
+        self.reserve(union_U)
+        rows_UE = self.rows_RE[self.slot_e[union_U]].contiguous()
+        first = 0 if group is None else dist.get_global_rank(group, 0)
+        dist.reduce(rows_UE, dst=first, group=group)
+        dist.reduce(self.how_often_activated_e, dst=first, group=group)
+        if dist.get_rank(group) == 0:
+            self.rows_RE[self.slot_e[union_U]] = rows_UE
+        else:
+            self.__init__(self.d_sae, self.reader_d_sae, self.device)
+
 
 @torch.no_grad()
 def ablate_batch(

@@ -168,6 +168,14 @@ class TopExamples:
             gathered = [torch.zeros_like(mine[name]) for _ in range(dist.get_world_size(group))]
             dist.all_gather(gathered, mine[name].contiguous(), group=group)
             mine[name] = torch.cat(gathered, dim=1)
+        # After an earlier reduction every rank holds the same examples: keep one copy of each
+        # (a latent's entries of one context are always the same entry).
+        ids_EN = mine["context_ids_EK"]
+        sorted_EN, order_EN = ids_EN.sort(dim=1, stable=True)
+        repeat_EN = torch.zeros_like(sorted_EN, dtype=torch.bool)
+        repeat_EN[:, 1:] = (sorted_EN[:, 1:] == sorted_EN[:, :-1]) & (sorted_EN[:, 1:] >= 0)
+        repeat_EN = torch.zeros_like(repeat_EN).scatter(1, order_EN, repeat_EN)
+        mine["context_ids_EK"] = ids_EN.masked_fill(repeat_EN, -1)
         # The gathered entries include this rank's own; start from empty so none counts twice.
         self._clear()
         latents = torch.arange(self.d_sae, device=self.device)
