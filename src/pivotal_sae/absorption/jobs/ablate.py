@@ -10,6 +10,10 @@ Exclusion needs each latent's firing rate: from co-occurrence counts when there 
 `absorb` run's own, or --cooccurrence-path), else estimated on the first --exclusion-prompts
 contexts before the loop. The excluded ids are stored with the effects, so a resumed run uses
 exactly the same set.
+
+Under torchrun each rank ablates in its share of the contexts; at every checkpoint and at the
+end the ranks' effects (different rows on different ranks) and counts are summed into rank 0,
+which alone writes.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from typing import Any
 
 import torch
 
+from pivotal_sae import distributed
 from pivotal_sae.absorption.ablation import AblationEffects, ablate_batch
 from pivotal_sae.absorption.config import AblateConfig
 from pivotal_sae.absorption.jobs import setup
@@ -52,17 +57,23 @@ def excluded_latents(
 def estimate_firing(
     models: setup.Models, contexts: Contexts, batch_size: int
 ) -> tuple[torch.Tensor, int]:
-    """Firing counts and counted tokens of the ablator SAE on `contexts` (no pairs)."""
-    hook, firing_e, tokens = models.ablator_hook, None, 0
-    for batch in contexts.batches(batch_size):
+    """Firing counts and counted tokens of the ablator SAE on `contexts` (no pairs); under
+    torchrun each rank counts its share and every rank gets the totals."""
+    hook, ranks = models.ablator_hook, distributed.current()
+    firing_e = torch.zeros(models.ablator.d_sae, dtype=torch.int64, device=models.ablator.device)
+    tokens = 0
+    batches = contexts.batches(batch_size, rank=ranks.rank, world_size=ranks.world_size)
+    for batch, _ in distributed.lockstep(batches):
+        if batch is None:
+            continue
         hidden = models.lm.activations(batch.input_ids_BS, batch.attention_mask_BS, [hook])[hook]
         acts_BSE = models.ablator.encode(hidden)
         active_TE = acts_BSE[batch.count_mask_BS.to(acts_BSE.device)] > 0
-        counts = active_TE.sum(0)
-        firing_e = counts if firing_e is None else firing_e + counts
+        firing_e += active_TE.sum(0)
         tokens += active_TE.shape[0]
-    if firing_e is None:
-        firing_e = torch.zeros(models.ablator.d_sae, dtype=torch.int64)
+    if ranks.distributed:
+        summed = distributed.all_reduce_ints([tokens, *firing_e.tolist()])
+        tokens, firing_e = summed[0], torch.tensor(summed[1:], dtype=torch.int64)
     return firing_e, tokens
 
 
@@ -122,26 +133,39 @@ def ablate_contexts(
         selected_e = torch.zeros(e, dtype=torch.bool, device=device)
         selected_e[torch.tensor(config.selected_features, device=device)] = True
     schedule = SaveSchedule(config.save_frequency, start)
-    done = start
+    done, ranks = start, distributed.current()
+    batches = contexts.batches(config.batch_size, start=start, rank=ranks.rank,
+                               world_size=ranks.world_size)  # fmt: skip
     with setup.progress(contexts.n_prompts or 0, "ctx", "ablation") as bar:
         bar.update(start)
-        for batch in contexts.batches(config.batch_size, start=start):
-            plan = ablate_batch(
-                models.lm, models.ablator, models.reader, models.ablator_hook,
-                models.reader_hook, batch.input_ids_BS, batch.attention_mask_BS,
-                batch.count_mask_BS, effects, abridge_ablations_to=config.abridge_ablations_to,
-                excluded_e=excluded_e, selected_e=selected_e,
-                variants_per_pass=config.variants_per_pass,
-            )  # fmt: skip
-            counts["contexts_processed"] += len(batch)
-            counts["contexts_ablated"] += plan.contexts_chosen
-            counts["variants"] += plan.context_V.numel()
-            done = int(batch.context_index_B[-1]) + 1
-            bar.update(len(batch))
+        for batch, done in distributed.lockstep(batches):
+            if batch is not None:
+                plan = ablate_batch(
+                    models.lm, models.ablator, models.reader, models.ablator_hook,
+                    models.reader_hook, batch.input_ids_BS, batch.attention_mask_BS,
+                    batch.count_mask_BS, effects, abridge_ablations_to=config.abridge_ablations_to,
+                    excluded_e=excluded_e, selected_e=selected_e,
+                    variants_per_pass=config.variants_per_pass,
+                )  # fmt: skip
+                counts["contexts_processed"] += len(batch)
+                counts["contexts_ablated"] += plan.contexts_chosen
+                counts["variants"] += plan.context_V.numel()
+            bar.update(done - bar.n)
             bar.set_postfix(ablated=counts["contexts_ablated"], refresh=False)
             if schedule.due(done):
                 save(done)
     return done
+
+
+def reduce_effects(effects: AblationEffects, counts: dict[str, int]) -> None:
+    """Sum all ranks' effects and counts into rank 0; the others restart from zero, so reducing
+    again later stays exact."""
+    if not distributed.current().distributed:
+        return
+    effects.all_reduce_()
+    totals = distributed.all_reduce_ints(list(counts.values()))
+    keep = distributed.is_main()
+    counts.update({k: v if keep else 0 for k, v in zip(counts, totals, strict=True)})
 
 
 def _load_effects(path: Path, effects: AblationEffects) -> tuple[dict[str, Any], dict[str, int]]:
@@ -175,7 +199,10 @@ def ablation_stage(
     latest = checkpoints.latest(STAGE) if resuming else None
     counts = {"contexts_processed": 0, "contexts_ablated": 0, "variants": 0}
     if latest is not None:
-        saved_meta, counts = _load_effects(latest.files["effects"], effects)
+        if distributed.is_main():  # the checkpoint holds all ranks' sums so far
+            saved_meta, counts = _load_effects(latest.files["effects"], effects)
+        else:
+            saved_meta = read_file(latest.files["effects"])[1]
         excluded, source = saved_meta["excluded_latents"], saved_meta["exclusion_source"]
         start = latest.contexts_done
     else:
@@ -195,13 +222,21 @@ def ablation_stage(
         save_effects(path, rows_RE, effects.how_often_activated_e, {**meta, **counts},
                      row_ids_R=ids_R)  # fmt: skip
 
+    def checkpoint(done: int) -> None:
+        reduce_effects(effects, counts)
+        if distributed.is_main():
+            checkpoints.save(STAGE, done, {"effects": save})
+
     started = time.perf_counter()
     contexts_before = counts["contexts_processed"]
     ablate_contexts(
         models, contexts, effects, counts, config=config, excluded=excluded, start=start,
-        save=lambda done: checkpoints.save(STAGE, done, {"effects": save}),
+        save=checkpoint,
     )  # fmt: skip
     seconds = time.perf_counter() - started
+    reduce_effects(effects, counts)
+    if not distributed.is_main():
+        return effects, {**meta, **counts}
     save(run_dir / f"effects{suffix}")
     checkpoints.clear()
     setup.update_summary(run_dir, STAGE, {
@@ -214,6 +249,7 @@ def ablation_stage(
         "wall_seconds": round(seconds, 2),
         "contexts_per_second": round(
             (counts["contexts_processed"] - contexts_before) / max(seconds, 1e-9), 2),
+        **distributed.summary_entry(),
     })  # fmt: skip
     return effects, {**meta, **counts}
 
@@ -230,6 +266,11 @@ def check_ablation_inputs(config: Any, models: setup.Models) -> None:
 
 def run_ablate(config: AblateConfig) -> Path:
     config, run_dir, resuming = setup.start_run(config, "ablate")
+    with distributed.launch(config.device):  # the run's own --device, when resumed
+        return _ablate(config, run_dir, resuming)
+
+
+def _ablate(config: AblateConfig, run_dir: Path, resuming: bool) -> Path:
     models = setup.load_models(config, with_reader=True)
     check_ablation_inputs(config, models)
     _, contexts = setup.open_contexts(config, models.lm, config.n_prompts)

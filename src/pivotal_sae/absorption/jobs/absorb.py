@@ -4,7 +4,8 @@ Stages, each resumable: co-occurrence counts and top examples on the first
 --cooccurrence-prompts contexts → selective ablation on the first --n-prompts contexts (the
 exclusion uses the stage-1 firing counts) → pairs and the report. A finished stage leaves its
 results file in the run directory; `--resume` skips it and continues the next from its last
-checkpoint.
+checkpoint. Under torchrun the first two stages run on every rank (each its share of the
+contexts) and rank 0 alone searches the pairs and writes the report.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from pivotal_sae import distributed
 from pivotal_sae.absorption.config import AbsorbConfig
 from pivotal_sae.absorption.jobs import setup
 from pivotal_sae.absorption.jobs.ablate import ablation_stage, check_ablation_inputs
@@ -20,8 +22,13 @@ from pivotal_sae.absorption.jobs.pairs import pairs_stage, rows_to_search, token
 
 
 def run_absorb(config: AbsorbConfig) -> Path:
-    started = time.perf_counter()
     config, run_dir, resuming = setup.start_run(config, "absorb")
+    with distributed.launch(config.device):  # the run's own --device, when resumed
+        return _absorb(config, run_dir, resuming)
+
+
+def _absorb(config: AbsorbConfig, run_dir: Path, resuming: bool) -> Path:
+    started = time.perf_counter()
     models = setup.load_models(config, with_reader=True)
     check_ablation_inputs(config, models)
     rows_to_search(config, models.ablator.d_sae)
@@ -41,6 +48,8 @@ def run_absorb(config: AbsorbConfig) -> Path:
     effects, effects_meta = ablation_stage(
         config, models, ablated, run_dir, metadata, resuming=resuming, firing=firing
     )
+    if not distributed.is_main():
+        return run_dir
     search = pairs_stage(
         config, run_dir, effects, counter, effects_meta=effects_meta,
         cooc_meta=state.file_metadata(), examples=state.examples,

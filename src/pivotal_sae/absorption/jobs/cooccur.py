@@ -4,6 +4,10 @@ latent's top activating contexts, in one pass over the corpus.
 The loop, top to bottom: a batch of contexts → the model up to the ablator hook (early exit) →
 the SAE's activations → the counter (pairs of active latents of every counted token, on the
 model's device) and the top examples → a checkpoint every --save-frequency contexts.
+
+Under torchrun each rank counts its share of the contexts; at every checkpoint and at the end
+the ranks' counts are summed into rank 0 and their examples merged (`CooccurrenceState.reduce`),
+and rank 0 alone writes.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from typing import Any
 
 import torch
 
+from pivotal_sae import distributed
 from pivotal_sae.absorption.config import CooccurConfig
 from pivotal_sae.absorption.cooccurrence import (
     DenseCooccurrence,
@@ -49,6 +54,14 @@ class CooccurrenceState:
             "tokens_counted": self.counter.tokens_counted,
             "contexts_processed": self.counter.contexts_processed,
         }
+
+    def reduce(self, *, final: bool = False) -> None:
+        """Sum all ranks' counts into rank 0 (the others restart from zero, so reducing again
+        stays exact) and merge the examples on every rank. After the `final` reduction every
+        rank holds the totals (the ablation stage's exclusion needs the firing counts)."""
+        if distributed.current().distributed:
+            self.counter.all_reduce_(keep_on_all_ranks=final)
+            self.examples.all_reduce_()
 
     def writers(self, metadata: dict[str, Any]) -> dict[str, Any]:
         return {
@@ -91,18 +104,22 @@ def count_contexts(
     save: Any,
 ) -> int:
     """Count contexts `start ...`, calling `save(contexts_done)` on schedule; returns the
-    number of contexts done. (Data parallel runs shard `contexts.batches` by rank and reduce
-    the counter with `all_reduce_()` inside `save`.)"""
+    number of contexts done. Under torchrun this rank counts its share, in lockstep with the
+    others, and `save` reduces."""
+    ranks = distributed.current()
     schedule = SaveSchedule(save_every, start)
     done = start
     total_tokens = (contexts.n_prompts or 0) * (contexts.seq_len - 1)
+    batches = contexts.batches(batch_size, start=start, rank=ranks.rank,
+                               world_size=ranks.world_size)  # fmt: skip
     with setup.progress(total_tokens, "tok", "co-occurrence") as bar:
         bar.update(state.counter.tokens_counted)
-        for batch in contexts.batches(batch_size, start=start):
-            before = state.counter.tokens_counted
-            count_batch(models, batch, state.counter, state.examples)
-            done = int(batch.context_index_B[-1]) + 1
-            bar.update(state.counter.tokens_counted - before)
+        for batch, done in distributed.lockstep(batches):
+            if batch is not None:
+                before = state.counter.tokens_counted
+                count_batch(models, batch, state.counter, state.examples)
+                # rank 0's own tokens times the ranks: an estimate, the bar only shows a rate
+                bar.update((state.counter.tokens_counted - before) * ranks.world_size)
             if schedule.due(done):
                 save(done)
     return done
@@ -133,13 +150,13 @@ def cooccurrence_stage(
         )
     checkpoints = Checkpoints(run_dir)
     latest = checkpoints.latest(STAGE) if resuming else None
-    if latest is not None:
+    # The checkpoint holds the sum over all ranks so far: rank 0 alone takes it up.
+    if latest is not None and distributed.is_main():
         state = CooccurrenceState(
             load_cooccurrence_counter(latest.files["cooccurrences"], device),
             load_top_examples(latest.files["top_examples"], device),
             meta,
         )
-        start = latest.contexts_done
     else:
         d_sae = models.ablator.d_sae
         state = CooccurrenceState(
@@ -147,7 +164,7 @@ def cooccurrence_stage(
             TopExamples(d_sae, config.n_examples, device=device),
             meta,
         )
-        start = 0
+    start = 0 if latest is None else latest.contexts_done
     started, tokens_before = time.perf_counter(), state.counter.tokens_counted
     count_contexts(
         models,
@@ -156,9 +173,12 @@ def cooccurrence_stage(
         start=start,
         batch_size=config.batch_size,
         save_every=config.save_frequency,
-        save=lambda done: checkpoints.save(STAGE, done, state.writers(meta)),
+        save=lambda done: save_checkpoint(checkpoints, state, done, meta),
     )
     seconds = time.perf_counter() - started
+    state.reduce(final=True)
+    if not distributed.is_main():
+        return state
     # Examples first: the counts file marks the stage finished.
     save_top_examples(run_dir / f"top_examples{suffix}", state.examples, meta)
     save_cooccurrences(run_dir / f"cooccurrences{suffix}", state.counter, meta)
@@ -173,12 +193,26 @@ def cooccurrence_stage(
         "mean_l0": float(counter.firing_counts_e.sum()) / max(counter.tokens_counted, 1),
         "wall_seconds": round(seconds, 2),
         "tokens_per_second": round((counter.tokens_counted - tokens_before) / max(seconds, 1e-9)),
+        **distributed.summary_entry(),
     })  # fmt: skip
     return state
 
 
+def save_checkpoint(
+    checkpoints: Checkpoints, state: CooccurrenceState, done: int, meta: dict[str, Any]
+) -> None:
+    state.reduce()
+    if distributed.is_main():
+        checkpoints.save(STAGE, done, state.writers(meta))
+
+
 def run_cooccur(config: CooccurConfig) -> Path:
     config, run_dir, resuming = setup.start_run(config, "cooccur")
+    with distributed.launch(config.device):  # the run's own --device, when resumed
+        return _cooccur(config, run_dir, resuming)
+
+
+def _cooccur(config: CooccurConfig, run_dir: Path, resuming: bool) -> Path:
     models = setup.load_models(config, with_reader=False)
     _, contexts = setup.open_contexts(config, models.lm, config.n_prompts)
     if not resuming:

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from pivotal_sae import distributed
 from pivotal_sae.absorption.config import defaults_of
 from pivotal_sae.configs import config_to_dict
 from pivotal_sae.errors import UserError
@@ -80,7 +81,10 @@ def _from_dict(config_cls: type, values: dict[str, Any]) -> Any:
 
 
 def create_run_dir(run_dir: Path, job: str, config: Any) -> None:
-    """A new run directory with its manifest; refuses one that already holds files."""
+    """A new run directory with its manifest; refuses one that already holds files. Under
+    torchrun only rank 0 writes."""
+    if not distributed.is_main():
+        return
     prepare_new_run_dir(run_dir)
     write_manifest(run_dir, job, config_to_dict(config))
 
@@ -101,7 +105,8 @@ def default_sae_dir(config: Any, role: str) -> Path:
             f"--{role}-sae-release R --{role}-sae-id I"
         )
     hook = defaults.DEFAULT_HOOKS[0 if role == "ablator" else 1]
-    return defaults.default_saes(ensure_trained=True)[hook]
+    # Under torchrun every rank would train them at once: there a missing cache is an error.
+    return defaults.default_saes(ensure_trained=not distributed.current().distributed)[hook]
 
 
 def load_models(config: Any, *, with_reader: bool) -> Models:
@@ -112,7 +117,8 @@ def load_models(config: Any, *, with_reader: bool) -> Models:
     for role in roles:  # the default SAEs may need training: before loading anything else
         if all(v is None for v in flags[role].values()):
             flags[role]["path"] = default_sae_dir(config, role)
-    lm = LanguageModel.load(config.model, device=config.device, dtype=config.dtype)
+    device = distributed.device_for(config.device)
+    lm = LanguageModel.load(config.model, device=device, dtype=config.dtype)
     sae_dtype = lm.dtype if config.sae_dtype == "auto" else parse_dtype(config.sae_dtype)
     ablator = load_sae(**flags["ablator"], device=lm.device, dtype=sae_dtype,
                        option="--ablator-sae")  # fmt: skip
@@ -187,12 +193,14 @@ def update_summary(run_dir: Path, stage: str, values: dict[str, Any]) -> dict[st
 
 
 def say(message: str) -> None:
-    print(f"pivotal-sae: {message}", file=sys.stderr)
+    if distributed.is_main():  # one voice per run, not one per rank
+        print(f"pivotal-sae: {message}", file=sys.stderr)
 
 
 def progress(total: int, unit: str, desc: str) -> Any:
-    """A tqdm bar (rate in `unit`/s) that stays quiet when stderr is not a terminal."""
+    """A tqdm bar (rate in `unit`/s) that stays quiet when stderr is not a terminal, and on
+    every rank but rank 0."""
     from tqdm.auto import tqdm
 
     return tqdm(total=total, unit=unit, unit_scale=True, desc=desc, dynamic_ncols=True,
-                disable=not sys.stderr.isatty())  # fmt: skip
+                disable=not sys.stderr.isatty() or not distributed.is_main())  # fmt: skip
