@@ -215,3 +215,11 @@ def finish_and_save(trainer: SAETrainer[Any, Any], directory: str) -> None:
         trainer.sae.fold_activation_norm_scaling_factor(scale)
         trainer.activation_scaler.scaling_factor = None
     trainer.sae.save_inference_model(directory)
+
+
+def share_dead_latents(trainer: SAETrainer[Any, Any]) -> None:
+    """Under torchrun: a latent counts as having fired in a step if it fired on any rank, as it
+    would have in the one batch of a single process (the AuxK loss reads this mask)."""
+    import torch.distributed as dist
+
+    dist.all_reduce(trainer.n_forward_passes_since_fired, op=dist.ReduceOp.MIN)

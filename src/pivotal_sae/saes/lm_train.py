@@ -5,6 +5,11 @@ The loop is visible top to bottom: contexts → activations at every hook in one
 metrics to TensorBoard and metrics.jsonl. TopK SAEs train through SAELens's `SAETrainer` (see
 `lm_topk_trainer`); the hierarchical SAE trains through `lm_hierarchical`. At the end each
 SAE is saved in SAELens format, read back with our own `Sae`, and scored on held-out contexts.
+
+Under torchrun each rank reads its share of the training contexts into its own buffer and takes
+--batch-size / ranks tokens per step; gradients are averaged across ranks inside backward
+(`distributed.average_gradients`) and the dead-latent counters are combined after each step, so
+every rank holds the same SAE. Rank 0 alone logs, saves and evaluates.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from typing import Any
 
 import torch
 
+from pivotal_sae import distributed
 from pivotal_sae.configs import config_to_dict
 from pivotal_sae.errors import UserError
 from pivotal_sae.lm import defaults
@@ -44,6 +50,12 @@ _RECIPE_FIELDS = ("d_sae", "k", "n_prompts", "n_eval_prompts", "lr", "batch_size
 
 def run_train_sae(config: TrainSaeConfig) -> Path:
     """The command's job: train (or, for the cached defaults, reuse) SAEs; return the run dir."""
+    check_ranks(config, distributed.ranks_from_env(config.device))  # before joining the group
+    with distributed.launch(config.device) as ranks:
+        return _run_train_sae(config, ranks)
+
+
+def _run_train_sae(config: TrainSaeConfig, ranks: distributed.Ranks) -> Path:
     if config.model is None and not config.hook:
         if config.out is None and _is_default_recipe(config):
             train_default_saes(force=config.force, device=config.device)
@@ -51,7 +63,8 @@ def run_train_sae(config: TrainSaeConfig) -> Path:
         config = dataclasses.replace(config, hook=list(defaults.DEFAULT_HOOKS))
     out = config.out or default_run_dir("train-sae")
     summary = train(config, out)
-    print(f"pivotal-sae: SAEs in {out} (FVU {_fmt(summary, 'fvu')}, L0 {_fmt(summary, 'l0')})")
+    if ranks.is_main:
+        print(f"pivotal-sae: SAEs in {out} (FVU {_fmt(summary, 'fvu')}, L0 {_fmt(summary, 'l0')})")
     return out
 
 
@@ -102,7 +115,10 @@ def hook_dir(out: Path, hooks: list[str], hook: str) -> Path:
 
 
 def train(config: TrainSaeConfig, out: Path) -> dict[str, Any]:
+    """Train, save and score the SAEs; returns the summary (under torchrun: on rank 0, and an
+    empty dict on the other ranks)."""
     hooks = list(dict.fromkeys(config.hook or defaults.DEFAULT_HOOKS))
+    ranks = distributed.current()
     # Everything a user can get wrong is checked before the run directory is created.
     corpus = open_corpus(
         config.corpus,
@@ -110,7 +126,9 @@ def train(config: TrainSaeConfig, out: Path) -> dict[str, Any]:
         split=config.split,
         text_column=config.text_column,
     )
-    lm = LanguageModel.load(config.model, device=config.device, dtype=config.dtype)
+    lm = LanguageModel.load(
+        config.model, device=distributed.device_for(config.device), dtype=config.dtype
+    )
     for hook in hooks:
         lm.resolve(hook)
     n_eval = config.n_eval_prompts
@@ -127,22 +145,26 @@ def train(config: TrainSaeConfig, out: Path) -> dict[str, Any]:
     eval_acts = collect_activations(lm, eval_contexts, hooks, config.context_batch_size)
     if len(eval_acts[hooks[0]]) == 0:
         raise UserError("the corpus gives no tokens to evaluate on; give it more text")
-    prepare_new_run_dir(out)
-    write_manifest(out, "train-sae", config_to_dict(config))
+    if ranks.is_main:
+        prepare_new_run_dir(out)
+        write_manifest(out, "train-sae", config_to_dict(config))
 
     from torch.utils.tensorboard import SummaryWriter
 
     trainers = _make_trainers(config, lm, hooks, eval_acts, corpus.name)
-    log = JsonlLog(out / "metrics.jsonl")
-    writer = SummaryWriter(str(out / "tensorboard"))
-    buffer = ActivationBuffer(config.buffer_tokens, config.batch_size, seed=config.seed)
+    log = JsonlLog(out / "metrics.jsonl") if ranks.is_main else None
+    writer = SummaryWriter(str(out / "tensorboard")) if ranks.is_main else None
+    # Each rank: its own share of the contexts, buffer and shuffle; world × batch = --batch-size.
+    world = ranks.world_size
+    buffer = ActivationBuffer(config.buffer_tokens // world, config.batch_size // world,
+                              seed=config.seed + ranks.rank)  # fmt: skip
     chunks = _chunks(lm, train_contexts, hooks, config.context_batch_size, start=n_eval)
     tokens, started = 0, time.perf_counter()
     progress = _progress(config.n_prompts * (config.max_tokens_in_prompt - 1))
-    for step, batch in enumerate(buffer.batches(chunks), 1):
+    for step, batch in enumerate(_while_all_ranks_have(buffer.batches(chunks)), 1):
         for hook, trainer in trainers.items():
             output = trainer.train_step(batch[hook])
-            if step % config.log_every == 0:
+            if log is not None and writer is not None and step % config.log_every == 0:
                 metrics = trainer.metrics(output)
                 log.append({"step": step, "tokens": tokens + config.batch_size, "hook": hook,
                             **metrics})  # fmt: skip
@@ -151,18 +173,22 @@ def train(config: TrainSaeConfig, out: Path) -> dict[str, Any]:
         tokens += config.batch_size
         progress.update(config.batch_size)
     progress.close()
-    writer.close()
+    if writer is not None:
+        writer.close()
     if tokens == 0:
         raise UserError(
             f"the corpus gave fewer than --batch-size ({config.batch_size}) training tokens "
             "after the held-out contexts; give it more text or lower --n-eval-prompts"
         )
     seconds = time.perf_counter() - started
+    if not ranks.is_main:
+        return {}
     summary: dict[str, Any] = {
         "tokens": tokens,
         "tokens_per_second": tokens / seconds,
         "wall_seconds": seconds,
         "eval_tokens": len(eval_acts[hooks[0]]),
+        **distributed.summary_entry(),
         "saes": {},
     }
     for hook, trainer in trainers.items():
@@ -187,10 +213,50 @@ def train(config: TrainSaeConfig, out: Path) -> dict[str, Any]:
     return summary
 
 
+def check_ranks(config: TrainSaeConfig, ranks: distributed.Ranks) -> None:
+    if not ranks.distributed:
+        return
+    if config.batch_size % ranks.world_size or config.buffer_tokens % ranks.world_size:
+        raise UserError(
+            f"--batch-size {config.batch_size} and --buffer-tokens {config.buffer_tokens} must "
+            f"be multiples of the {ranks.world_size} ranks (each rank takes its share)"
+        )
+    if config.model is None and not config.hook and config.out is None:
+        raise UserError(
+            "the default SAEs are trained by one process: run `pivotal-sae train-sae` without "
+            "torchrun, or give --out (or --hook) to train new ones"
+        )
+    if config.arch != "topk":
+        raise UserError(
+            f"--arch {config.arch} trains in one process only (its child-ratio statistics are "
+            "not shared across ranks); run it without torchrun"
+        )
+
+
+def _while_all_ranks_have(batches: Iterator[Any]) -> Iterator[Any]:
+    """This rank's batches while every rank still has one: steps stay in lockstep, since each
+    step's gradients are averaged over all ranks."""
+    if not distributed.current().distributed:
+        yield from batches
+        return
+    while True:
+        batch = next(batches, None)
+        (all_have,) = distributed.all_reduce_ints([batch is not None], "min")
+        if not all_have:
+            return
+        yield batch
+
+
 def collect_activations(
     lm: LanguageModel, contexts: Contexts, hooks: list[str], batch_size: int
 ) -> dict[str, torch.Tensor]:
-    parts = list(_chunks(lm, contexts, hooks, batch_size, start=0))
+    """Activations of all `contexts` (on every rank the same: the held-out tokens set the input
+    scale and the decoder bias's start, which must agree across ranks)."""
+    parts = []
+    for batch in contexts.batches(batch_size):
+        acts = lm.activations(batch.input_ids_BS, batch.attention_mask_BS, hooks)
+        counted = batch.count_mask_BS.to(lm.device)
+        parts.append({hook: acts[hook][counted].float() for hook in hooks})
     return {
         hook: torch.cat([p[hook] for p in parts]) if parts else torch.empty(0, lm.d_model)
         for hook in hooks
@@ -200,8 +266,11 @@ def collect_activations(
 def _chunks(
     lm: LanguageModel, contexts: Contexts, hooks: list[str], batch_size: int, start: int
 ) -> Iterator[dict[str, torch.Tensor]]:
-    """Float32 activations of the counted tokens (no padding, no BOS) at every hook."""
-    for batch in contexts.batches(batch_size, start=start):
+    """Float32 activations of the counted tokens (no padding, no BOS) at every hook; under
+    torchrun, of this rank's share of the contexts from `start`."""
+    ranks = distributed.current()
+    for batch in contexts.batches(batch_size, start=start, rank=ranks.rank,
+                                  world_size=ranks.world_size):  # fmt: skip
         acts = lm.activations(batch.input_ids_BS, batch.attention_mask_BS, hooks)
         counted = batch.count_mask_BS.to(lm.device)
         yield {hook: acts[hook][counted].float() for hook in hooks}
@@ -243,11 +312,16 @@ class _TopK:
         from pivotal_sae.saes.lm_topk_trainer import make_topk_trainer
 
         self.trainer = make_topk_trainer(**options)
+        distributed.average_gradients(self.trainer.sae)
 
     def train_step(self, batch_NM: torch.Tensor) -> Any:
         self.trainer.maybe_reset_sparsity()
         output = self.trainer.step(batch_NM)
         self.trainer.n_training_steps += 1
+        if distributed.current().distributed:
+            from pivotal_sae.saes.lm_topk_trainer import share_dead_latents
+
+            share_dead_latents(self.trainer)
         return output
 
     def metrics(self, output: Any) -> dict[str, float]:
