@@ -13,6 +13,7 @@ PAIRS = [
     ("blocks.0.hook_resid_post", "blocks.2.hook_resid_post"),  # block boundary → deeper block
     ("blocks.1.hook_resid_pre", "blocks.1.hook_mlp_out"),  # same block
     ("blocks.1.hook_mlp_out", "blocks.2.hook_attn_out"),  # mid-block ablator
+    ("blocks.1.hook_mlp_out", "blocks.1.hook_resid_post"),  # the block's own output
     ("blocks.0.hook_attn_out", "blocks.0.hook_resid_post"),
     ("blocks.0.hook_resid_post", "blocks.1.hook_resid_pre"),  # the same tensor, two names
     ("blocks.1.hook_resid_post", "blocks.1.hook_resid_post"),  # reader = ablator
@@ -52,10 +53,12 @@ def test_minilm_fast_patching_equals_naive(minilm):
     _check(minilm, "blocks.2.hook_mlp_out", "blocks.3.hook_attn_out", seed=1)
 
 
-def test_patched_runs_skip_blocks_below_the_ablator(tiny_lm):
+@pytest.mark.parametrize("ablator", ["blocks.1.hook_resid_post", "blocks.1.hook_mlp_out"])
+def test_patched_runs_skip_blocks_below_the_ablator(tiny_lm, ablator):
+    # A pre-norm block only adds its MLP output to the residual: patching starts a block later.
     lm = tiny_lm("gemma2")
     ids, mask = padded_batch()
-    baseline = lm.patch_baseline(ids, mask, "blocks.1.hook_resid_post", "blocks.2.hook_mlp_out")
+    baseline = lm.patch_baseline(ids, mask, ablator, "blocks.2.hook_mlp_out")
     assert baseline.ablator_acts_BSM.shape == (3, ids.shape[1], lm.d_model)
     calls = []
     handles = [

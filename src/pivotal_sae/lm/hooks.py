@@ -84,6 +84,8 @@ FAMILIES: dict[str, Family] = {
         },
     ),
 }
+#: Families whose block output is the residual sum with the MLP output as its last term.
+PRE_NORM_FAMILIES = frozenset(FAMILIES) - {"bert"}
 #: Families whose blocks hold only what their residual stream needs (we know no more of them).
 GENERIC = Family("generic", "", {"hook_resid_pre": _BLOCK_INPUT, "hook_resid_post": _BLOCK_OUTPUT})
 
@@ -99,6 +101,10 @@ class HookSite:
     where: Where
     boundary: Literal["block_input", "block_output"] | None
     """Whether the tensor is a block's input or output (patching then needs no module hook)."""
+    adds_to_block_output: bool = False
+    """The block's output is `something + this tensor`, and nothing else in the block reads it
+    (a pre-norm block's MLP output): a delta here equals the same delta on the block's output,
+    so patching can start at the next block."""
 
     @property
     def depth(self) -> tuple[int, int]:
@@ -162,7 +168,9 @@ class HookMap:
             boundary = None
             if path == "":
                 boundary = "block_input" if where == "input" else "block_output"
-            return HookSite(name, layer, HOOK_ORDER[suffix], _get(block, path), where, boundary)
+            additive = suffix == "hook_mlp_out" and self.family.name in PRE_NORM_FAMILIES
+            return HookSite(name, layer, HOOK_ORDER[suffix], _get(block, path), where, boundary,
+                            additive)  # fmt: skip
         site = self._resolve_module_path(name)
         if site is not None:
             return site

@@ -65,7 +65,10 @@ def check_hook_order(ablator: HookSite, reader: HookSite) -> None:
 
 def _start_layer(ablator: HookSite) -> int:
     # A block's output is the next block's input: patch it there and skip re-running the block.
-    return ablator.layer + 1 if ablator.boundary == "block_output" else ablator.layer
+    # The same holds for a tensor the block only adds to its output (a pre-norm MLP's output).
+    if ablator.boundary == "block_output" or ablator.adds_to_block_output:
+        return ablator.layer + 1
+    return ablator.layer
 
 
 @torch.no_grad()
@@ -149,7 +152,8 @@ def run_patched(
     ablator, reader = baseline.ablator, baseline.reader
     index_V = context_index_V.to(lm.device, torch.long)
     delta_VSM = delta_VSM.to(lm.device, baseline.ablator_acts_BSM.dtype)
-    if _same_site(ablator, reader):
+    if _same_site(ablator, reader) or baseline.start_layer > reader.layer:
+        # The reader is the ablator's tensor or the output of the block it adds into.
         return baseline.reader_acts_BSM.index_select(0, index_V) + delta_VSM
     first_args, first_kwargs = baseline.block_inputs[0]
     hidden_VSM = _hidden_arg(first_args, first_kwargs).index_select(0, index_V)
@@ -160,7 +164,7 @@ def run_patched(
         raise _EarlyExit
 
     with contextlib.ExitStack() as stack:
-        if ablator.boundary is None:
+        if ablator.boundary is None and not ablator.adds_to_block_output:
             stack.enter_context(hooked(ablator, lambda t: t + delta_VSM))
         else:
             hidden_VSM = hidden_VSM + delta_VSM
