@@ -130,7 +130,9 @@ def typer_command(config_cls: type[T], job: Callable[[T], Any]) -> Callable[...,
 
     command.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
     command.__annotations__ = annotations
-    command.__doc__ = (config_cls.__doc__ or "").strip()
+    # One line per paragraph: command lists show the first paragraph as written.
+    paragraphs = (config_cls.__doc__ or "").strip().split("\n\n")
+    command.__doc__ = "\n\n".join(" ".join(p.split()) for p in paragraphs)
     return command
 
 
