@@ -23,6 +23,7 @@ class PlainHelpCommand(TyperCommand):
     def format_help(self, ctx: Any, formatter: Any) -> None:
         super(TyperCommand, self).format_help(ctx, formatter)
 
+
 HEADLINE = (
     "adjusted_pair_detection_rate",
     "pair_detection_rate",
