@@ -109,3 +109,14 @@ def test_layout_choice():
     assert cooccurrence.packed_size(65_536) * 4 < 9e9
     with pytest.raises(UserError):
         make_cooccurrence_counter(10, layout="nope")
+
+
+def test_distinct_pairs_agree_between_layouts():
+    g = torch.Generator().manual_seed(5)
+    acts_TE = torch.rand(64, 40, generator=g) * (torch.rand(64, 40, generator=g) < 0.15)
+    dense, sparse = DenseCooccurrence(40), SparseCooccurrence(40)
+    dense.update(acts_TE)
+    sparse.update(acts_TE)
+    full_ee = ((acts_TE > 0).double().T @ (acts_TE > 0).double()) > 0
+    expected = int(torch.triu(full_ee).sum())
+    assert dense.distinct_pairs() == sparse.distinct_pairs() == expected

@@ -225,6 +225,10 @@ class _Counter:
         dist.all_reduce(self.firing_counts_e, group=group)
         return int(totals[0]), int(totals[1]), dist.get_rank(group) == 0
 
+    def distinct_pairs(self) -> int:
+        """Pairs (i <= j, the diagonal included) that fired together at least once."""
+        raise NotImplementedError
+
     def expected_cooccurrence(self, i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
         """Count expected if i and j fired independently: f_i · f_j / N (float64)."""
         return expected_cooccurrence(self.firing_counts_e, self.tokens_counted, i, j)
@@ -304,6 +308,9 @@ class DenseCooccurrence(_Counter):
             block_TE = active_TE[start : start + (1 << 24)].to(torch.float32)
             gram_ee = block_TE.T @ block_TE
             self.packed_counts += gram_ee[rows, cols].to(self.packed_counts.dtype)
+
+    def distinct_pairs(self) -> int:
+        return int(torch.count_nonzero(self.packed_counts))
 
     def lookup(self, i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
         """Co-occurrence counts of the pairs (i[k], j[k]) as int64, on the device of `i`."""
@@ -418,6 +425,10 @@ class SparseCooccurrence(_Counter):
         counts = torch.cat([self.counts, counts_U[~hit_U].to(torch.int64)])
         order = torch.argsort(keys)
         self.keys, self.counts = keys[order], counts[order]
+
+    def distinct_pairs(self) -> int:
+        self.flush()
+        return self.keys.numel() + int(torch.count_nonzero(self.firing_counts_e))
 
     def lookup(self, i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
         """Co-occurrence counts of the pairs (i[k], j[k]) as int64, on the device of `i`."""

@@ -191,6 +191,7 @@ def cooccurrence_stage(
         "layout": counter.layout,
         "latents_that_fired": int((counter.firing_counts_e > 0).sum()),
         "mean_l0": float(counter.firing_counts_e.sum()) / max(counter.tokens_counted, 1),
+        "distinct_pairs": counter.distinct_pairs(),
         "wall_seconds": round(seconds, 2),
         "tokens_per_second": round((counter.tokens_counted - tokens_before) / max(seconds, 1e-9)),
         **distributed.summary_entry(),
