@@ -62,8 +62,9 @@ def raw_cosine(x: list[float], y: list[float]) -> float:
 
 
 def effect_pairs_loop(
-    effects_eE, how_often_e, cooccurrences_ee, cooc_threshold, cos_threshold, just_these, sign
-):
+    effects_eE, how_often_e, cooccurrences_ee, cooc_threshold, cos_threshold, just_these, sign,
+    min_ablations=1,
+):  # fmt: skip
     """Every row against every other row, as the original did, each unordered pair once."""
     rows = effects_eE.double().tolist()
     how = how_often_e.tolist()
@@ -72,7 +73,7 @@ def effect_pairs_loop(
     found = []
     for i in range(len(rows)):
         for j in range(len(rows)):
-            if i == j or how[i] == 0 or how[j] == 0:
+            if i == j or how[i] < min_ablations or how[j] < min_ablations or 0 in (how[i], how[j]):
                 continue
             if chosen is None and j < i:
                 continue

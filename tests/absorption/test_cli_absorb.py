@@ -162,6 +162,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, tiny, capsys)
          "--exclude-latent-threshold must be in (0, 1]"),
         ([*absorb, "--cosine-sim-threshold", "2"], "--cosine-sim-threshold must be in [-1, 1]"),
         ([*absorb, "--cooccurrence-threshold", "-1"], "--cooccurrence-threshold must be >= 0"),
+        ([*absorb, "--min-ablations", "0"], "--min-ablations must be at least 1"),
         ([*ablate, "--abridge-ablations-to", "0"], "--abridge-ablations-to must be at least 1"),
         ([*ablate, "--abridge-ablations-to", "500"], "more than the ablator SAE's 96 latents"),
         (["absorb", "--model", str(tiny["model"]), "--out", str(out)],

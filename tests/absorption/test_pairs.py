@@ -65,6 +65,17 @@ def test_effect_pairs_match_loop(sign, just_these, cooc, cos, generator):
         assert found.n_matching == len(expected)
 
 
+@pytest.mark.parametrize("min_ablations", [2, 3])
+def test_min_ablations_leaves_out_rarely_ablated_latents(min_ablations, generator):
+    effects_eE, how_often_e, counter = setup(generator)
+    expected = effect_pairs_loop(effects_eE, how_often_e, counter.to_dense(), 0, 0.0, None, True,
+                                 min_ablations)  # fmt: skip
+    found = find_effect_pairs(effects_eE, how_often_e, counter, max_pairs=None, block=8,
+                              min_ablations=min_ablations)  # fmt: skip
+    assert [(p.latent_a, p.latent_b) for p in found.pairs] == [x[1:] for x in expected]
+    assert found.n_rows == int((how_often_e >= min_ablations).sum()) < int((how_often_e > 0).sum())
+
+
 def test_pair_fields_and_cap(generator):
     effects_eE, how_often_e, counter = setup(generator)
     full = find_effect_pairs(

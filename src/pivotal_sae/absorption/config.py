@@ -165,6 +165,10 @@ class PairSearchOptions:
     max_pairs: int = 100_000
     """Pairs kept in pairs.json / pairs.csv (highest cosine first; all are counted)."""
 
+    min_ablations: int = 1
+    """Compare only latents ablated in at least this many contexts (1: every ablated latent,
+    as the original). An effect measured in one context is mostly that context's last token."""
+
     decoder_pairs: int = 200
     """Also list this many non-co-occurring pairs with the most alike decoder vectors (0: none)."""
 
@@ -184,6 +188,8 @@ class PairSearchOptions:
             (-1 <= c <= 1, f"--cosine-sim-threshold must be in [-1, 1] (got {c})"),
             (self.max_steps is None or self.max_steps >= 1, "--max-steps must be at least 1"),
             (self.max_pairs >= 1, f"--max-pairs must be at least 1 (got {self.max_pairs})"),
+            (self.min_ablations >= 1,
+             f"--min-ablations must be at least 1 (got {self.min_ablations})"),
             (self.decoder_pairs >= 0, "--decoder-pairs must be >= 0"),
             (not self.just_these or min(self.just_these) >= 0,
              "--just-these must be latent ids >= 0"),

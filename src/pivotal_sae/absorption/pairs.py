@@ -202,6 +202,7 @@ def find_effect_pairs(
     just_these: Sequence[int] | None = None,
     skip_torch_sign: bool = False,
     max_pairs: int | None = 100_000,
+    min_ablations: int = 1,
     block: int = DEFAULT_BLOCK,
     device: torch.device | str | None = None,
 ) -> PairSearch:
@@ -209,7 +210,8 @@ def find_effect_pairs(
 
     `cooccurrences` is a counter from `cooccurrence.py` or a full `cooccurrences_ee` tensor
     (then pass `tokens_counted`). `just_these` restricts to pairs with at least one of those
-    latents. Runs on `device` (default: that of `effects_eE`).
+    latents. Only latents ablated at least `min_ablations` times take part (1: all that were
+    ablated, as the original). Runs on `device` (default: that of `effects_eE`).
     """
     e = effects_eE.shape[0]
     if how_often_activated_e.shape != (e,):
@@ -227,7 +229,7 @@ def find_effect_pairs(
         raise UserError(f"--just-these latents must lie in [0, {e})")
     device = torch.device(device) if device is not None else effects_eE.device
     ablations_e = how_often_activated_e.to(device, torch.int64)
-    measured_m = (ablations_e > 0).nonzero()[:, 0]
+    measured_m = (ablations_e >= max(min_ablations, 1)).nonzero()[:, 0]
     # Select the measured rows where the effects are, then move: one (m, E) copy on the device.
     vecs_mE = effects_eE[measured_m.to(effects_eE.device)].to(device, torch.float32)
     if skip_torch_sign:
@@ -281,6 +283,7 @@ def find_effect_pairs(
         "just_these": None if just_these is None else sorted(set(just_these)),
         "skip_torch_sign": skip_torch_sign,
         "max_pairs": max_pairs,
+        "min_ablations": min_ablations,
     }
     return PairSearch(
         _pairs_from(best, source, ablations_e), n_matching, int(measured_m.numel()), settings

@@ -152,7 +152,8 @@ a{color:#2856c7;text-decoration:none}a:hover{text-decoration:underline}
 LABELS = {
     "count": "pairs reported",
     "n_matching": "pairs passing the thresholds",
-    "n_rows_compared": "latents compared (ablated at least once)",
+    "n_rows_compared": "latents compared (ablated at least --min-ablations times)",
+    "min_ablations": "least ablations per latent",
     "ablator_sae_id": "Neuronpedia id",
     "skip_torch_sign": "raw effects (no sign)",
     "max_pairs": "at most reported",

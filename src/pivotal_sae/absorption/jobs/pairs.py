@@ -163,7 +163,8 @@ def pairs_stage(
         cooccurrence_threshold=config.cooccurrence_threshold,
         cosine_sim_threshold=config.cosine_sim_threshold,
         just_these=rows_to_search(config, effects.d_sae),
-        skip_torch_sign=config.skip_torch_sign, max_pairs=config.max_pairs, device=device,
+        skip_torch_sign=config.skip_torch_sign, max_pairs=config.max_pairs,
+        min_ablations=config.min_ablations, device=device,
     )  # fmt: skip
     decoder = None
     if W_dec_EM is not None and config.decoder_pairs:
