@@ -18,13 +18,25 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_llama import save_tiny_llama
 
 from pivotal_sae.absorption.results import read_file, save_effects
 from pivotal_sae.cli import main
 from pivotal_sae.saes.loading import save_sae
 from pivotal_sae.saes.sae import Sae
 
-LAUNCH = "import sys; from pivotal_sae.cli import main; sys.exit(main(sys.argv[1:]))"
+# The CLI, pausing 0.2 s after each checkpoint: on a busy machine the watching test could
+# otherwise miss a whole stage; the SIGKILL still lands wherever the child is at that moment.
+LAUNCH = """import sys, time
+from pivotal_sae.absorption.jobs.checkpoints import Checkpoints
+save = Checkpoints.save
+def paced(self, *args, **kwargs):
+    save(self, *args, **kwargs)
+    time.sleep(0.2)
+Checkpoints.save = paced
+from pivotal_sae.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
 SIZES = ["--max-tokens-in-prompt", "24", "--batch-size", "4", "--abridge-ablations-to", "6",
          "--device", "cpu", "--decoder-pairs", "20"]  # fmt: skip
 
@@ -41,18 +53,8 @@ def _one_thread():
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> dict[str, Path]:
     """A tiny random Llama as a model directory, SAEs for it, and a text corpus."""
-    import transformers as T
-
-    from pivotal_sae.lm.corpus import sotu_files
-    from pivotal_sae.lm.defaults import default_model_path
-
     root = tmp_path_factory.mktemp("tiny")
-    config = T.LlamaConfig(vocab_size=30522, hidden_size=64, intermediate_size=128,
-                           num_hidden_layers=3, num_attention_heads=4,
-                           num_key_value_heads=2)  # fmt: skip
-    torch.manual_seed(0)
-    T.AutoModel.from_config(config).save_pretrained(root / "model")
-    T.AutoTokenizer.from_pretrained(default_model_path()).save_pretrained(root / "model")
+    save_tiny_llama(root, corpus_chars=60000)
 
     def sae(name: str, d_sae: int, hook: str, seed: int) -> Path:
         made = Sae.random(64, d_sae, architecture="topk", k=8, hook_name=hook, seed=seed)
@@ -66,7 +68,6 @@ def tiny(tmp_path_factory) -> dict[str, Path]:
         "shallow": sae("shallow", 80, "blocks.0.hook_resid_pre", 3),
         "corpus": root / "corpus.txt",
     }
-    paths["corpus"].write_text(sotu_files()[0].read_text()[:60000])
     return paths
 
 

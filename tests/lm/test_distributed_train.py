@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.multiprocessing as mp
+from tiny_llama import save_tiny_llama
 
 from pivotal_sae.cli import main
 
@@ -107,20 +108,8 @@ TINY_TRAIN = ["--hook", "blocks.1.hook_resid_post", "--d-sae", "64", "--k", "4",
 
 @pytest.fixture(scope="module")
 def tiny_llama(tmp_path_factory) -> list[str]:
-    import transformers as T
-
-    from pivotal_sae.lm.corpus import sotu_files
-    from pivotal_sae.lm.defaults import default_model_path
-
-    root = tmp_path_factory.mktemp("tiny-llama")
-    config = T.LlamaConfig(vocab_size=30522, hidden_size=64, intermediate_size=128,
-                           num_hidden_layers=3, num_attention_heads=4,
-                           num_key_value_heads=2)  # fmt: skip
-    torch.manual_seed(0)
-    T.AutoModel.from_config(config).save_pretrained(root / "model")
-    T.AutoTokenizer.from_pretrained(default_model_path()).save_pretrained(root / "model")
-    (root / "corpus.txt").write_text(sotu_files()[0].read_text()[:20000])
-    return ["--model", str(root / "model"), "--corpus", str(root / "corpus.txt")]
+    model, corpus = save_tiny_llama(tmp_path_factory.mktemp("tiny-llama"), corpus_chars=20000)
+    return ["--model", str(model), "--corpus", str(corpus)]
 
 
 @pytest.mark.timeout(300)

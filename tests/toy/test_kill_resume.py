@@ -18,7 +18,18 @@ from pivotal_sae.cli import main
 from pivotal_sae.toy import checkpoint
 
 ARGS = ["--max-step", "1500", "--eval-every", "100", "--no-plots", "--device", "cpu", "--seed", "4"]
-LAUNCH = "import sys; from pivotal_sae.cli import main; sys.exit(main(sys.argv[1:]))"
+# The CLI, pausing 0.1 s after each checkpoint so that a busy machine cannot hide the whole run
+# from the watching test; the SIGKILL still lands wherever training is at that moment.
+LAUNCH = """import sys, time
+from pivotal_sae.toy import checkpoint
+save = checkpoint.save_checkpoint
+def paced(*args, **kwargs):
+    save(*args, **kwargs)
+    time.sleep(0.1)
+checkpoint.save_checkpoint = paced
+from pivotal_sae.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
 
 
 def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
