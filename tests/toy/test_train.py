@@ -46,7 +46,14 @@ def test_run_directory_holds_every_output(tmp_path):
     assert [r["step"] for r in records if r["kind"] == "eval"] == [0, 20, 40, 60]
     assert [r["step"] for r in records if r["kind"] == "train"] == [10, 20, 30, 40, 50, 60]
     assert {"train_reconstruction_loss", "train_aux_loss", "lr", "mmcs_mean"} <= set(records[1])
-    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    train_loss = events.Scalars("train/train_reconstruction_loss")
+    assert [e.step for e in train_loss] == [10, 20, 30, 40, 50, 60]
+    assert train_loss[-1].value == pytest.approx(records[-2]["train_reconstruction_loss"])
+    assert [e.step for e in events.Scalars("eval/adjusted_pair_detection_rate")] == [0, 20, 40, 60]
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [
         "latest.json",
         "step_0000000",

@@ -200,12 +200,22 @@ def evaluate(lab: ToyLab, step: int) -> dict[str, Any]:
 
 
 def write_scalars(writer: Any, record: dict[str, Any], step: int) -> None:
+    """The record's numbers as TensorBoard scalars `kind/key[/sub]`, all in one event.
+
+    `add_scalar` builds an event per value (~30 µs each, a third of the logging cost at the
+    original's every-10-steps cadence); one `Summary` holding every value reads the same in
+    TensorBoard.
+    """
+    from tensorboard.compat.proto.summary_pb2 import Summary
+
+    values = []
     for key, value in record.items():
         if isinstance(value, int | float) and not isinstance(value, bool) and key != "step":
-            writer.add_scalar(f"{record['kind']}/{key}", value, step)
+            values.append((f"{record['kind']}/{key}", value))
         elif isinstance(value, dict):
-            for sub, sub_value in value.items():
-                writer.add_scalar(f"{record['kind']}/{key}/{sub}", sub_value, step)
+            values.extend((f"{record['kind']}/{key}/{sub}", v) for sub, v in value.items())
+    summary = Summary(value=[Summary.Value(tag=t, simple_value=float(v)) for t, v in values])
+    writer.file_writer.add_summary(summary, step)
 
 
 def open_run(config: ToyTrainConfig) -> tuple[ToyTrainConfig, Path, torch.device, Path | None]:
