@@ -60,7 +60,6 @@ def _decode(metadata: Mapping[str, str] | None) -> dict[str, Any]:
 
 def save_file(path: Path, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, Any]) -> None:
     """Write tensors + metadata to `path` atomically; `.zst` compresses with zstandard."""
-    import zstandard
     from safetensors.torch import save_file as save_safetensors
 
     path = Path(path)
@@ -74,6 +73,8 @@ def save_file(path: Path, tensors: Mapping[str, torch.Tensor], metadata: Mapping
         )
         final = raw
         if path.name.endswith(".zst"):
+            import zstandard
+
             final = Path(tmp) / "compressed.zst"
             with open(raw, "rb") as src, open(final, "wb") as dst:
                 zstandard.ZstdCompressor(level=3, threads=-1).copy_stream(src, dst)
@@ -85,7 +86,6 @@ def save_file(path: Path, tensors: Mapping[str, torch.Tensor], metadata: Mapping
 
 def read_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Tensors and decoded metadata of a (possibly .zst) safetensors file, or a UserError."""
-    import zstandard
     from safetensors import SafetensorError, safe_open
 
     path = Path(path)
@@ -94,6 +94,8 @@ def read_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     with tempfile.TemporaryDirectory(prefix="pivotal-sae-") as tmp:
         source = path
         if path.name.endswith(".zst"):
+            import zstandard
+
             source = Path(tmp) / "raw.safetensors"
             try:
                 with open(path, "rb") as src, open(source, "wb") as dst:
