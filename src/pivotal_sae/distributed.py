@@ -140,6 +140,14 @@ def all_reduce_ints(values: list[int], op: str = "sum") -> list[int]:
     return [int(v) for v in tensor.tolist()]
 
 
+def as_main_decides(flag: bool) -> bool:
+    """Rank 0's `flag`, on every rank: for decisions all ranks must take together but only rank
+    0 can judge, such as when a checkpoint (which rank 0 writes) is worth its cost."""
+    if not _current.distributed:
+        return flag
+    return bool(all_reduce_ints([int(flag) if _current.is_main else 0], "max")[0])
+
+
 def lockstep(batches: Iterator[Any]) -> Iterator[tuple[Any | None, int]]:
     """`(this rank's batch or None, contexts done by all ranks)` per global step.
 

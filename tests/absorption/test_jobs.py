@@ -20,6 +20,33 @@ def test_save_schedule_fires_at_the_first_batch_boundary_past_each_multiple():
     assert [d for d in (24, 28, 32) if resumed.due(d)] == [32]
 
 
+def test_default_schedule_spaces_costly_checkpoints_by_their_cost():
+    now = [0.0]
+    schedule = SaveSchedule(every=None, start=0, every_at_least=10, max_share=0.05,
+                            clock=lambda: now[0])  # fmt: skip
+
+    def write(cost: float):
+        def save(done: int) -> None:
+            now[0] += cost
+            saved.append(done)
+
+        return save
+
+    saved: list[int] = []
+    for done in range(4, 101, 4):  # 1 s of work per batch of 4 contexts; a save costs 0.1 s
+        now[0] += 1.0
+        if schedule.due(done):
+            schedule.save(done, write(0.1))
+    assert saved == [12, 24, 36, 48, 60, 72, 84, 96]  # cheap: every 10 contexts (next boundary)
+    saved.clear()
+    for done in range(104, 301, 4):  # now a save costs 2 s: at most one per 40 s of work
+        now[0] += 1.0
+        if schedule.due(done):
+            schedule.save(done, write(2.0))
+    gaps = [b - a for a, b in zip(saved, saved[1:], strict=False)]
+    assert saved[0] == 108 and all(gap == 160 for gap in gaps)  # 40 batches of 4 contexts
+
+
 def test_checkpoints_point_at_complete_sets_and_drop_old_ones(tmp_path):
     checkpoints = Checkpoints(tmp_path)
     assert checkpoints.latest("ablate") is None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,14 +66,42 @@ class Checkpoints:
 
 
 class SaveSchedule:
-    """Saves every `every` contexts, at the first batch boundary at or past each multiple."""
+    """When to checkpoint: every `every` contexts, at the first batch boundary at or past each
+    multiple; or, with `every=None`, at least `every_at_least` contexts apart and only once the
+    time since the last checkpoint is `1 / max_share` times what writing it took, so writing
+    stays under ~`max_share` of the run. (A 65,536-latent co-occurrence checkpoint is 8.6 GB and
+    takes seconds to write; a MiniLM one is 34 MB.) Where checkpoints fall does not change the
+    results: each holds exactly the contexts before it."""
 
-    def __init__(self, every: int, start: int) -> None:
-        self.every = every
-        self.next = (start // every + 1) * every
+    def __init__(
+        self,
+        every: int | None,
+        start: int,
+        every_at_least: int = 1000,
+        max_share: float = 0.05,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.every, self.every_at_least, self.max_share = every, every_at_least, max_share
+        self.clock = clock
+        step = every if every is not None else every_at_least
+        self.next = (start // step + 1) * step
+        self.last_end = clock()
+        self.last_cost = 0.0
 
     def due(self, contexts_done: int) -> bool:
         if contexts_done < self.next:
             return False
+        if self.every is None:
+            if self.clock() - self.last_end < self.last_cost / self.max_share:
+                return False
+            self.next = contexts_done + self.every_at_least
+            return True
         self.next = (contexts_done // self.every + 1) * self.every
         return True
+
+    def save(self, contexts_done: int, save: Callable[[int], None]) -> None:
+        """Call `save(contexts_done)` and remember what it cost."""
+        began = self.clock()
+        save(contexts_done)
+        self.last_end = self.clock()
+        self.last_cost = self.last_end - began

@@ -100,7 +100,7 @@ def count_contexts(
     *,
     start: int,
     batch_size: int,
-    save_every: int,
+    save_every: int | None,
     save: Any,
 ) -> int:
     """Count contexts `start ...`, calling `save(contexts_done)` on schedule; returns the
@@ -120,8 +120,8 @@ def count_contexts(
                 count_batch(models, batch, state.counter, state.examples)
                 # rank 0's own tokens times the ranks: an estimate, the bar only shows a rate
                 bar.update((state.counter.tokens_counted - before) * ranks.world_size)
-            if schedule.due(done):
-                save(done)
+            if distributed.as_main_decides(schedule.due(done)):
+                schedule.save(done, save)
     return done
 
 
