@@ -140,6 +140,17 @@ def all_reduce_ints(values: list[int], op: str = "sum") -> list[int]:
     return [int(v) for v in tensor.tolist()]
 
 
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """`tensor` summed over ranks (on its own device; unchanged in a single process)."""
+    if not _current.distributed:
+        return tensor
+    import torch.distributed as dist
+
+    summed = tensor.to(_current.comm_device)
+    dist.all_reduce(summed)
+    return summed.to(tensor.device)
+
+
 def as_main_decides(flag: bool) -> bool:
     """Rank 0's `flag`, on every rank: for decisions all ranks must take together but only rank
     0 can judge, such as when a checkpoint (which rank 0 writes) is worth its cost."""

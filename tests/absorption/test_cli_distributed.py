@@ -116,6 +116,22 @@ def test_two_ranks_give_what_one_process_gives(tiny, one_process, env, tmp_path)
     assert sum("report in" in line for line in done.stderr.splitlines()) == 1, done.stderr
 
 
+@pytest.mark.timeout(300)
+def test_ablate_alone_estimates_exclusion_across_ranks(tiny, env, tmp_path):
+    # Without co-occurrence counts, `ablate` measures firing rates itself (sharded, then summed):
+    # the excluded latents and the effects must be those of one process.
+    argv = ["ablate", *tiny, *SIZES[:8], "--n-prompts", "16", "--exclusion-prompts", "12",
+            "--exclude-latent-threshold", "0.05", "--save-frequency", "8"]  # fmt: skip
+    assert main([*argv, "--out", str(tmp_path / "one")]) == 0
+    done = torchrun([*argv, "--out", str(tmp_path / "two")], env)
+    assert done.returncode == 0, done.stderr
+    one, two = (read_file(tmp_path / run / "effects.safetensors") for run in ("one", "two"))
+    assert one[1]["excluded_latents"] == two[1]["excluded_latents"] != []
+    assert torch.equal(one[0]["how_often_activated_e"], two[0]["how_often_activated_e"])
+    torch.testing.assert_close(two[0]["effects_eE_rows"], one[0]["effects_eE_rows"],
+                               rtol=1e-5, atol=1e-6)  # fmt: skip
+
+
 class _Stop(Exception):
     pass
 

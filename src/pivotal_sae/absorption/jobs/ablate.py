@@ -71,10 +71,8 @@ def estimate_firing(
         active_TE = acts_BSE[batch.count_mask_BS.to(acts_BSE.device)] > 0
         firing_e += active_TE.sum(0)
         tokens += active_TE.shape[0]
-    if ranks.distributed:
-        summed = distributed.all_reduce_ints([tokens, *firing_e.tolist()])
-        tokens, firing_e = summed[0], torch.tensor(summed[1:], dtype=torch.int64)
-    return firing_e, tokens
+    (tokens,) = distributed.all_reduce_ints([tokens])
+    return distributed.all_reduce_sum(firing_e), tokens
 
 
 def exclusion_from_file(
