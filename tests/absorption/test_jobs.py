@@ -46,6 +46,19 @@ def test_default_schedule_spaces_costly_checkpoints_by_their_cost():
     assert saved == [108, 268]  # the second waits 40 s of work: 40 batches of 4 contexts
 
 
+def test_expected_cost_spaces_the_first_checkpoint_too():
+    now = [0.0]
+    schedule = SaveSchedule(every=None, start=0, every_at_least=10, max_share=0.05,
+                            clock=lambda: now[0], expected_cost=1.0)  # fmt: skip
+    due = []
+    for done in range(4, 101, 4):  # 1 s per batch: the first save waits for 20 s of work
+        now[0] += 1.0
+        if schedule.due(done):
+            due.append(done)
+            break
+    assert due == [80]
+
+
 def test_checkpoints_point_at_complete_sets_and_drop_old_ones(tmp_path):
     checkpoints = Checkpoints(tmp_path)
     assert checkpoints.latest("ablate") is None

@@ -71,7 +71,8 @@ class SaveSchedule:
     time since the last checkpoint is `1 / max_share` times what writing it took, so writing
     stays under ~`max_share` of the run. (A 65,536-latent co-occurrence checkpoint is 8.6 GB and
     takes seconds to write; a MiniLM one is 34 MB.) Where checkpoints fall does not change the
-    results: each holds exactly the contexts before it."""
+    results: each holds exactly the contexts before it. `expected_cost` (seconds) spaces the
+    first checkpoint before any has been timed."""
 
     def __init__(
         self,
@@ -80,13 +81,15 @@ class SaveSchedule:
         every_at_least: int = 1000,
         max_share: float = 0.05,
         clock: Callable[[], float] = time.monotonic,
+        expected_cost: float = 0.0,
     ) -> None:
         self.every, self.every_at_least, self.max_share = every, every_at_least, max_share
         self.clock = clock
         step = every if every is not None else every_at_least
         self.next = (start // step + 1) * step
         self.last_end = clock()
-        self.last_cost = 0.0
+        self.last_cost = expected_cost
+        """Seconds the last checkpoint took; before the first, what the caller expects."""
 
     def due(self, contexts_done: int) -> bool:
         if contexts_done < self.next:

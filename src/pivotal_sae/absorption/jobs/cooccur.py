@@ -55,6 +55,12 @@ class CooccurrenceState:
             "contexts_processed": self.counter.contexts_processed,
         }
 
+    def checkpoint_seconds(self) -> float:
+        """A guess at the time to write a checkpoint, at the ~0.7 GB/s measured for the 8.6 GB of
+        a 65,536-latent counter on the H100 machine of BENCHMARKS.md."""
+        tensors = [*self.counter.state_dict().values(), *self.examples.state_dict().values()]
+        return sum(t.numel() * t.element_size() for t in tensors) / 0.7e9
+
     def reduce(self, *, final: bool = False) -> None:
         """Sum all ranks' counts into rank 0 (the others restart from zero, so reducing again
         stays exact) and merge the examples on every rank. After the `final` reduction every
@@ -107,7 +113,7 @@ def count_contexts(
     number of contexts done. Under torchrun this rank counts its share, in lockstep with the
     others, and `save` reduces."""
     ranks = distributed.current()
-    schedule = SaveSchedule(save_every, start)
+    schedule = SaveSchedule(save_every, start, expected_cost=state.checkpoint_seconds())
     done = start
     total_tokens = (contexts.n_prompts or 0) * (contexts.seq_len - 1)
     batches = contexts.batches(batch_size, start=start, rank=ranks.rank,
