@@ -143,6 +143,7 @@ def test_resume_with_another_number_of_ranks(tiny, one_process, env, tmp_path, m
     stopped = torchrun(["absorb", *tiny, *SIZES, "--out", str(run)], env,
                        stop_stage="cooccur")  # fmt: skip
     assert stopped.returncode != 0
+    assert (run / "checkpoints" / "latest.json").is_file(), stopped.stderr
     assert latest(run)["stage"] == "cooccur" and latest(run)["contexts_done"] == 8
     # ... one process resumes it and stops after the first checkpoint of the ablation ...
     save = checkpoints.Checkpoints.save
