@@ -150,7 +150,7 @@ def ablate_contexts(
                 counts["variants"] += plan.context_V.numel()
             bar.update(done - bar.n)
             bar.set_postfix(ablated=counts["contexts_ablated"], refresh=False)
-            if distributed.as_main_decides(schedule.due(done)):
+            if schedule.due(done):
                 schedule.save(done, save)
     return done
 

@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from pivotal_sae import distributed
 from pivotal_sae.runs import atomic_write_json
 
 LATEST = "latest.json"
@@ -95,7 +96,10 @@ class SaveSchedule:
         if contexts_done < self.next:
             return False
         if self.every is None:
-            if self.clock() - self.last_end < self.last_cost / self.max_share:
+            # Only rank 0 can judge the cost (it writes), and all ranks must save together:
+            # its verdict is shared, at this point only (all ranks agree on `contexts_done`).
+            worth_it = self.clock() - self.last_end >= self.last_cost / self.max_share
+            if not distributed.as_main_decides(worth_it):
                 return False
             self.next = contexts_done + self.every_at_least
             return True

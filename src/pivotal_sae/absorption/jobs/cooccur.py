@@ -126,7 +126,7 @@ def count_contexts(
                 count_batch(models, batch, state.counter, state.examples)
                 # rank 0's own tokens times the ranks: an estimate, the bar only shows a rate
                 bar.update((state.counter.tokens_counted - before) * ranks.world_size)
-            if distributed.as_main_decides(schedule.due(done)):
+            if schedule.due(done):
                 schedule.save(done, save)
     return done
 
