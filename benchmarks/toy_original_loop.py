@@ -220,8 +220,12 @@ def heatmaps(sae: OriginalHierarchicalSae, dataset: OriginalDataset, out: Path, 
 def run_original(steps: int, out: Path, seed: int = 1) -> dict[str, float]:
     """The loop, with the seed example's settings; returns wall seconds (total, of which plots)
     and CPU seconds."""
+    import matplotlib
     from safetensors.torch import save_model
     from torch.utils.tensorboard import SummaryWriter
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot  # imported before the clock starts, as the job does
 
     out.mkdir(parents=True, exist_ok=True)
     writer = SummaryWriter(str(out))

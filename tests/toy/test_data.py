@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from pivotal_sae.toy import data
 from pivotal_sae.toy.data import (
     ToyFeatures,
     assemble,
@@ -13,6 +14,10 @@ from pivotal_sae.toy.data import (
     sample_batch,
     sum_features,
 )
+
+
+def fresh_seed() -> int:
+    return int(torch.randint(0, 2**31 - 1, ()).item())
 
 
 def assemble_reference(features: ToyFeatures, parents, slots, parent_only):
@@ -79,3 +84,23 @@ def test_stream_is_reproducible_from_generator_state():
     rng.set_state(state)
     again = sample_batch(features, 10, 2, 0.0, rng)
     assert torch.equal(first.x_BM, again.x_BM)
+
+
+@pytest.mark.parametrize("tabulated", [True, False])
+def test_every_parent_subset_is_equally_likely(tabulated, monkeypatch):
+    """Both ways of drawing a row's parents: a row of the table of all subsets, and (past the
+    table's size limit) the k smallest of uniform keys."""
+    monkeypatch.setattr(data, "MAX_TABULATED_SUBSETS", 10 if tabulated else 9)
+    data.parent_subsets.cache_clear()
+    try:
+        assert (data.parent_subsets(5, 2) is not None) == tabulated
+        choices = draw_choices(60_000, 5, 2, 2, 0.0, torch.Generator().manual_seed(fresh_seed()))
+    finally:
+        data.parent_subsets.cache_clear()
+    low, high = choices.parents_BK.sort(dim=1).values.unbind(1)
+    assert (low < high).all()
+    counts = torch.bincount(low * 5 + high, minlength=25)
+    pairs = [a * 5 + b for a in range(5) for b in range(a + 1, 5)]
+    # 6,000 expected per subset; a binomial's standard deviation there is about 73.
+    assert counts[pairs].sub(6000).abs().max() < 400, counts[pairs]
+    assert counts.sum() == counts[pairs].sum()

@@ -12,8 +12,6 @@ direction `d_e + r_en * d_en` that the metrics score.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 from jaxtyping import Float
@@ -87,7 +85,7 @@ class HierarchicalSae(TopKSae):
 
     def _forward_parts(self, x_BM: Tensor) -> tuple[ToySaeOutput, Tensor, Tensor, Tensor]:
         """The output, plus the dense parent and child activations and the parents-only
-        reconstruction, which the fused loss reuses rather than recomputes."""
+        reconstruction, which the hand-written gradients reuse rather than recompute."""
         pre_acts_BE = torch.addmm(self.b_enc, x_BM, self.W_enc)
         values_BK, indices_BK = self.select(pre_acts_BE)
         batch, n = x_BM.shape[0], self.n_children
@@ -130,23 +128,48 @@ class HierarchicalSae(TopKSae):
             loss = loss + self.parent_recon_coeff * F.mse_loss(parent_recon_BM, x_BM)
         return loss
 
-    def fused_reconstruction_loss(self, x_BM: Tensor) -> tuple[Tensor, ToySaeOutput]:
-        """`reconstruction_loss(x, self(x))` and the forward's output, with a hand-written
-        backward; the output's tensors carry no gradient. At the toy lab's sizes autograd's
-        per-node overhead was most of a training step; this cuts forward+backward by about a
-        third. Tested equal to autograd in tests/saes/test_toy_saes.py."""
-        loss, *fields = _FusedReconstructionLoss.apply(
-            self,
-            x_BM,
-            self.W_enc,
-            self.b_enc,
-            self.W_dec,
-            self.b_dec,
-            self.W_enc_child,
-            self.b_enc_child,
-            self.W_dec_child,
-        )
-        return loss, ToySaeOutput(*fields)
+    @torch.no_grad()
+    def reconstruction_loss_and_grads(
+        self, x_BM: Float[Tensor, "B M"]
+    ) -> tuple[Tensor, ToySaeOutput, dict[str, Tensor]]:
+        """`reconstruction_loss(x, self(x))`, the forward's output, and the loss's gradient for
+        each parameter by name, written out by hand with no autograd graph.
+
+        At the toy lab's sizes a step costs PyTorch's per-call bookkeeping rather than
+        arithmetic, and autograd's graph was about half of it. Tested equal to autograd in
+        tests/saes/test_toy_saes.py.
+        """
+        out, parent_acts_BE, child_acts_BH, parent_recon_BM = self._forward_parts(x_BM)
+        assert out.child_values_BK is not None and out.child_slots_BK is not None
+        scale = 2.0 / x_BM.numel()  # d(mean of squares)/d(error) = 2 error / numel
+        error_BM = out.recon_BM - x_BM
+        loss = error_BM.pow(2).mean()
+        g_recon_BM = error_BM * scale
+        g_parent_recon_BM = g_recon_BM  # the parents' part of the reconstruction
+        if self.parent_recon_coeff:
+            parent_error_BM = parent_recon_BM - x_BM
+            loss = loss + self.parent_recon_coeff * parent_error_BM.pow(2).mean()
+            g_parent_recon_BM = g_recon_BM + parent_error_BM * (scale * self.parent_recon_coeff)
+        # Where a value's gradient reaches its pre-activation: ReLU'd values only when > 0, raw
+        # top-k values always; a child only where it is non-zero (its parent fired).
+        child_index_BK = out.indices_BK * self.n_children + out.child_slots_BK
+        g_values_BK = (g_parent_recon_BM @ self.W_dec.T).gather(1, out.indices_BK)
+        if self.relu:
+            g_values_BK = g_values_BK * (out.values_BK > 0)
+        child_pass_BK = out.child_values_BK > 0 if self.relu else out.values_BK != 0
+        g_child_BK = (g_recon_BM @ self.W_dec_child.T).gather(1, child_index_BK) * child_pass_BK
+        g_pre_BE = scatter_dense(g_values_BK, out.indices_BK, self.d_sae)
+        g_child_pre_BH = scatter_dense(g_child_BK, child_index_BK, self.d_sae * self.n_children)
+        grads = {
+            "W_enc": x_BM.T @ g_pre_BE,
+            "b_enc": g_pre_BE.sum(0),
+            "W_dec": parent_acts_BE.T @ g_parent_recon_BM,
+            "b_dec": g_parent_recon_BM.sum(0),
+            "W_enc_child": x_BM.T @ g_child_pre_BH,
+            "b_enc_child": g_child_pre_BH.sum(0),
+            "W_dec_child": child_acts_BH.T @ g_recon_BM,
+        }
+        return loss, out, grads
 
     def alignment_loss(self, out: ToySaeOutput) -> Tensor:
         """SPEC's auxiliary loss: minus cos(a_p d_p, a_p d_p + a_c d_c) per active parent, / B.
@@ -162,20 +185,23 @@ class HierarchicalSae(TopKSae):
         return -(cos_BK * active_BK).sum() / out.values_BK.shape[0]
 
     @torch.no_grad()
-    def update_child_ratios_(self, out: ToySaeOutput) -> None:
-        """EMA of child/parent activation per child latent, over rows where both fire."""
+    def update_child_ratios_(self, out: ToySaeOutput) -> Tensor:
+        """EMA of child/parent activation per child latent, over rows where both fire; returns
+        how many rows each child fired on (a by-product `firing_counts` can reuse)."""
         assert out.child_values_BK is not None and out.child_slots_BK is not None
-        both_BK = (out.values_BK != 0) & (out.child_values_BK != 0)
-        ratio_BK = torch.where(both_BK, out.child_values_BK / out.values_BK, 0.0)
+        # A child fires only where its parent does, so "both fire" is "the child fires".
+        fires_BK = out.child_values_BK != 0
+        ratio_BK = torch.where(fires_BK, out.child_values_BK / out.values_BK, 0.0)
         child_index = (out.indices_BK * self.n_children + out.child_slots_BK).flatten()
         # Sums and counts in one scatter: at these sizes each op costs more than its arithmetic.
         sums_counts_H2 = self.child_ratio_H.new_zeros(self.child_ratio_H.shape[0], 2).index_add_(
-            0, child_index, torch.stack([ratio_BK.flatten(), both_BK.flatten().float()], dim=1)
+            0, child_index, torch.stack([ratio_BK, fires_BK.float()], dim=-1).flatten(0, 1)
         )
         sums_H, counts_H = sums_counts_H2.unbind(1)
         batch_mean_H = sums_H / counts_H.clamp_min(1)
         updated_H = torch.lerp(self.child_ratio_H, batch_mean_H, RATIO_EMA_COEFF)
         self.child_ratio_H.copy_(torch.where(counts_H > 0, updated_H, self.child_ratio_H))
+        return counts_H
 
     def child_directions_ENM(self, adjusted: bool = True) -> Float[Tensor, "E N M"]:
         """Effective child directions `d_e + r_en d_en` (r = 1 when not `adjusted`)."""
@@ -218,14 +244,19 @@ class HierarchicalSae(TopKSae):
             ),
         }
 
-    def firing_counts(self, out: ToySaeOutput) -> dict[str, tuple[Tensor, Tensor]]:
+    def firing_counts(
+        self, out: ToySaeOutput, child_fires_H: Tensor | None = None
+    ) -> dict[str, tuple[Tensor, Tensor]]:
+        """As for flat SAEs; `child_fires_H`, if given, is what `update_child_ratios_` returned
+        for this `out`, saving a scatter."""
         assert out.child_values_BK is not None and out.child_slots_BK is not None
         parent_fires_E, rows_E = super().firing_counts(out)["latent"]
-        child_fires_H = torch.zeros_like(self.child_ratio_H).index_add_(
-            0,
-            (out.indices_BK * self.n_children + out.child_slots_BK).flatten(),
-            (out.child_values_BK != 0).flatten().float(),
-        )
+        if child_fires_H is None:
+            child_fires_H = torch.zeros_like(self.child_ratio_H).index_add_(
+                0,
+                (out.indices_BK * self.n_children + out.child_slots_BK).flatten(),
+                (out.child_values_BK != 0).flatten().float(),
+            )
         # A child can only fire on its parent's rows.
         chances_H = parent_fires_E.repeat_interleave(self.n_children)
         return {"parent": (parent_fires_E, rows_E), "child": (child_fires_H, chances_H)}
@@ -254,66 +285,3 @@ class HierarchicalSae(TopKSae):
         for bias in (self.b_enc, self.b_dec, self.b_enc_child):
             bias.zero_()
         self.child_ratio_H.fill_(1.0)
-
-
-class _FusedReconstructionLoss(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx: Any, sae: HierarchicalSae, x_BM: Tensor, *params: Tensor) -> tuple:  # type: ignore[override]
-        out, parent_acts_BE, child_acts_BH, parent_recon_BM = sae._forward_parts(x_BM)
-        assert out.child_values_BK is not None and out.child_slots_BK is not None
-        n = sae.n_children
-        child_index_BK = out.indices_BK * n + out.child_slots_BK
-        scale = 1.0 / x_BM.numel()
-        error_BM = out.recon_BM - x_BM
-        loss = error_BM.pow(2).sum() * scale
-        parent_error_BM = None
-        if sae.parent_recon_coeff:
-            parent_error_BM = parent_recon_BM - x_BM
-            loss = loss + sae.parent_recon_coeff * parent_error_BM.pow(2).sum() * scale
-        # Where the value's gradient reaches the pre-activation: ReLU'd values only when > 0;
-        # raw top-k values always; a child only where it is non-zero (its parent fired).
-        parent_pass_BK = out.values_BK > 0 if sae.relu else torch.ones_like(out.values_BK).bool()
-        child_pass_BK = out.child_values_BK > 0 if sae.relu else out.values_BK != 0
-        ctx.sae_shape = (sae.d_sae, n, sae.parent_recon_coeff, scale)
-        ctx.save_for_backward(
-            x_BM,
-            parent_acts_BE,
-            child_acts_BH,
-            error_BM,
-            parent_error_BM if parent_error_BM is not None else error_BM.new_zeros(0),
-            out.indices_BK,
-            child_index_BK,
-            parent_pass_BK,
-            child_pass_BK,
-            params[2],
-            params[6],
-        )
-        fields = tuple(t.detach() if t.is_floating_point() else t for t in out)
-        ctx.mark_non_differentiable(*fields)
-        return (loss, *fields)
-
-    @staticmethod
-    def backward(ctx: Any, grad_loss: Tensor, *_: Any) -> tuple:  # type: ignore[override]
-        x_BM, parent_acts_BE, child_acts_BH, error_BM, parent_error_BM = ctx.saved_tensors[:5]
-        indices_BK, child_index_BK, parent_pass_BK, child_pass_BK = ctx.saved_tensors[5:9]
-        W_dec, W_dec_child = ctx.saved_tensors[9:]
-        d_sae, n, coeff, scale = ctx.sae_shape
-        g_recon_BM = error_BM * (2 * scale * grad_loss)
-        g_parent_recon_BM = g_recon_BM
-        if coeff:
-            g_parent_recon_BM = g_recon_BM + parent_error_BM * (2 * scale * coeff * grad_loss)
-        g_values_BK = (g_parent_recon_BM @ W_dec.T).gather(1, indices_BK) * parent_pass_BK
-        g_child_BK = (g_recon_BM @ W_dec_child.T).gather(1, child_index_BK) * child_pass_BK
-        g_pre_BE = scatter_dense(g_values_BK, indices_BK, d_sae)
-        g_child_pre_BH = scatter_dense(g_child_BK, child_index_BK, d_sae * n)
-        return (
-            None,
-            None,
-            x_BM.T @ g_pre_BE,
-            g_pre_BE.sum(0),
-            parent_acts_BE.T @ g_parent_recon_BM,
-            g_parent_recon_BM.sum(0),
-            x_BM.T @ g_child_pre_BH,
-            g_child_pre_BH.sum(0),
-            child_acts_BH.T @ g_recon_BM,
-        )

@@ -77,14 +77,29 @@ def weight_metrics(sae: TopKSae, features: ToyFeatures) -> dict[str, float | Non
             "adjusted_mmcs_min": None,
             "adjusted_mmcs_mean": None,
         }
+    # Plain and adjusted directions scored together: one similarity product, one read-back.
+    directions_2ENM = torch.stack(
+        [sae.child_directions_ENM(adjusted=False), sae.child_directions_ENM(adjusted=True)]
+    )
+    n_latents, n_slots = directions_2ENM.shape[1:3]
+    sims_2HC = cosine_sims(directions_2ENM.flatten(0, 2), children_CM).view(
+        2, n_latents * n_slots, -1
+    )
+    nearest_XN = sims_2HC.argmax(dim=-1).view(2 * n_latents, n_slots)  # X: both kinds' E
+    best_2C = sims_2HC.max(dim=1).values
+    stats_2S = torch.stack(
+        [
+            pair_detected(nearest_XN, sae.n_children).view(2, -1).float().mean(dim=1),
+            single_detected(nearest_XN).view(2, -1).float().mean(dim=1),
+            best_2C.amin(dim=1),
+            best_2C.mean(dim=1),
+        ],
+        dim=1,
+    )
     out: dict[str, float | None] = {}
-    for prefix, adjusted in (("", False), ("adjusted_", True)):
-        directions_ENM = sae.child_directions_ENM(adjusted=adjusted)
-        nearest_EN = nearest_children(directions_ENM, children_CM)
-        pair = pair_detected(nearest_EN, sae.n_children)
-        out[f"{prefix}pair_detection_rate"] = pair.float().mean().item()
-        out[f"{prefix}single_detection_rate"] = single_detected(nearest_EN).float().mean().item()
-        low, mean = mmcs(directions_ENM.flatten(0, 1), children_CM)
+    for prefix, (pair, single, low, mean) in zip(("", "adjusted_"), stats_2S.tolist(), strict=True):
+        out[f"{prefix}pair_detection_rate"] = pair
+        out[f"{prefix}single_detection_rate"] = single
         out[f"{prefix}mmcs_min"], out[f"{prefix}mmcs_mean"] = low, mean
     return out
 

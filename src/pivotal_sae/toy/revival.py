@@ -39,10 +39,9 @@ class DeadLatentTracker:
     @torch.no_grad()
     def update(self, counts: dict[str, tuple[Tensor, Tensor]]) -> None:
         for kind, (fires_D, chances_D) in counts.items():
-            rate_D = self.rates[kind]
-            share_D = fires_D / chances_D.clamp_min(1)
-            moved_D = (1 - RATE_EMA_COEFF) * rate_D + RATE_EMA_COEFF * share_D
-            rate_D.copy_(torch.where(chances_D > 0, moved_D, rate_D))
+            # A latent with no chance to fire (a child whose parent was silent) keeps its rate.
+            weight_D = (chances_D > 0) * RATE_EMA_COEFF
+            self.rates[kind].lerp_(fires_D / chances_D.clamp_min(1), weight_D)
 
     def dead(self) -> dict[str, Tensor]:
         return {kind: rate < self.dead_share * self.fair[kind] for kind, rate in self.rates.items()}

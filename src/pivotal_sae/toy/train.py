@@ -46,7 +46,8 @@ from pivotal_sae.toy.data import (
     sum_features,
 )
 from pivotal_sae.toy.metrics import activation_metrics, weight_metrics
-from pivotal_sae.toy.revival import DeadLatentTracker, aux_k_loss, resample_dead_children_
+from pivotal_sae.toy.revival import DeadLatentTracker
+from pivotal_sae.toy.step import after_step_, losses, optimize
 
 JOB = "toy-train"
 VALIDATION_ROWS = 10_000
@@ -165,27 +166,6 @@ def restore(lab: ToyLab, directory: Path) -> int:
     return int(state["step"])
 
 
-def losses(lab: ToyLab, x_BM: torch.Tensor, training: bool) -> tuple[torch.Tensor, dict]:
-    """Total loss to minimise and its parts. Auxiliary-k only counts while training."""
-    config, sae = lab.config, lab.sae
-    if training and isinstance(sae, HierarchicalSae) and not config.aux_k:
-        # Auxiliary-k needs gradients through the pre-activations, which this path omits.
-        recon_loss, out = sae.fused_reconstruction_loss(x_BM)
-    else:
-        out = sae(x_BM)
-        recon_loss = sae.reconstruction_loss(x_BM, out)
-    parts = {"reconstruction_loss": recon_loss}
-    total = parts["reconstruction_loss"]
-    if isinstance(sae, HierarchicalSae) and (config.aux_loss_coeff or not training):
-        parts["aux_loss"] = sae.alignment_loss(out)
-        total = total + config.aux_loss_coeff * parts["aux_loss"]
-    if training and config.aux_k:
-        parts["aux_k_loss"] = aux_k_loss(sae, x_BM, out, lab.tracker.dead(), config.aux_k)
-        total = total + config.aux_k_coeff * parts["aux_k_loss"]
-    parts["total_loss"] = total
-    return total, {"out": out, **parts}
-
-
 @torch.no_grad()
 def evaluate(lab: ToyLab, step: int) -> dict[str, Any]:
     lab.sae.eval()
@@ -260,13 +240,14 @@ def _train(
 ) -> dict[str, Any]:
     from torch.utils.tensorboard import SummaryWriter
 
-    from pivotal_sae.toy import plots
+    from pivotal_sae.toy.plots import RunPlots
 
     lab = build_lab(config, device)
     start = restore(lab, resume_from) if resume_from else 0
     log = JsonlLog(run_dir / "metrics.jsonl")
     log.truncate_after(start)
     writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=start + 1 if start else None)
+    plots = RunPlots(run_dir / "plots") if config.plots else None  # imports matplotlib (~0.7 s)
     print(f"pivotal-sae toy train: {'resuming' if start else 'writing'} {run_dir}", flush=True)
 
     def checkpoint_and_report(step: int) -> dict[str, Any]:
@@ -277,16 +258,16 @@ def _train(
         lab.base_lr = lab.optimizer.param_groups[0]["lr"]
         log.append(record)
         write_scalars(writer, record, step)
-        if config.plots:
-            plots.draw_all(run_dir / "plots", step, lab.sae, lab.features)
+        if plots:
+            plots.round(step, lab.sae, lab.features)
         checkpoint.save_checkpoint(run_dir, step, lab.sae, training_state(lab, step))
         return record
 
     # Timed from here: the initial evaluation and plots are part of the job, setup is not.
     began = time.perf_counter()
     if resume_from is None:
-        if config.plots:
-            plots.draw_feature_similarity(run_dir / "plots", lab.features)
+        if plots:
+            plots.feature_similarity(lab.features)
         record = checkpoint_and_report(0)
     sae, is_hierarchical = lab.sae, isinstance(lab.sae, HierarchicalSae)
     window: dict[str, list[torch.Tensor]] = {}
@@ -304,26 +285,10 @@ def _train(
             lab.data_rng,
         )
         x_BM = sum_features(lab.features, choices)
-        total, parts = losses(lab, x_BM, training=True)
-        lab.optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        lab.optimizer.step()
-        out = parts.pop("out")
-        if config.normalize_decoder:
-            sae.normalize_decoder_()
-        if is_hierarchical:
-            sae.update_child_ratios_(out)
-        if config.balance_rate or config.aux_k or config.resample_every:
-            counts = sae.firing_counts(out)
-            if config.balance_rate:
-                fires_E, _ = next(iter(counts.values()))  # parents, or the flat latents
-                sae.update_balance_(fires_E, x_BM.shape[0], config.balance_rate)
-            if config.aux_k or config.resample_every:
-                lab.tracker.update(counts)
-        if config.resample_every and step % config.resample_every == 0:
-            resample_dead_children_(sae, x_BM, out, lab.tracker, lab.optimizer)
+        parts, out = optimize(lab, x_BM)
+        after_step_(lab, x_BM, out, step)
         for key, value in parts.items():
-            window.setdefault(key, []).append(value.detach())
+            window.setdefault(key, []).append(value)
         bar.update()
 
         if step % config.log_every == 0 or step == config.max_step:
