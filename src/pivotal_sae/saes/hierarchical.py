@@ -198,9 +198,9 @@ class HierarchicalSae(TopKSae):
             0, child_index, torch.stack([ratio_BK, fires_BK.float()], dim=-1).flatten(0, 1)
         )
         sums_H, counts_H = sums_counts_H2.unbind(1)
-        batch_mean_H = sums_H / counts_H.clamp_min(1)
-        updated_H = torch.lerp(self.child_ratio_H, batch_mean_H, RATIO_EMA_COEFF)
-        self.child_ratio_H.copy_(torch.where(counts_H > 0, updated_H, self.child_ratio_H))
+        # Children that did not fire keep their ratio (a weight of 0).
+        weight_H = (counts_H > 0) * RATIO_EMA_COEFF
+        self.child_ratio_H.lerp_(sums_H / counts_H.clamp_min(1), weight_H)
         return counts_H
 
     def child_directions_ENM(self, adjusted: bool = True) -> Float[Tensor, "E N M"]:

@@ -34,7 +34,9 @@ def _figure(width: float, height: float):  # -> matplotlib.figure.Figure
 def _save(fig, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=DPI)  # no bbox_inches="tight": it draws the figure twice
+    # No bbox_inches="tight" (it draws the figure twice); light compression (level 6 took a
+    # quarter of a round for files ~10% smaller).
+    fig.savefig(tmp, dpi=DPI, pil_kwargs={"compress_level": 1})
     tmp.replace(path)
 
 
@@ -128,10 +130,13 @@ class RunPlots:
                 data, cmap=CMAP, vmin=-1, vmax=1, aspect="auto", interpolation="nearest"
             )
             fig.colorbar(image, ax=ax, label="cosine similarity")
-            for x in range(col_group, cols, col_group) if col_group > 1 else ():
-                ax.axvline(x - 0.5, color="black", linewidth=0.4)
-            for y in range(row_group, rows, row_group) if row_group > 1 else ():
-                ax.axhline(y - 0.5, color="black", linewidth=0.4)
+            # Group boundaries as two line collections, not one artist per line.
+            if col_group > 1:
+                xs = [x - 0.5 for x in range(col_group, cols, col_group)]
+                ax.vlines(xs, -0.5, rows - 0.5, colors="black", linewidth=0.4)
+            if row_group > 1:
+                ys = [y - 0.5 for y in range(row_group, rows, row_group)]
+                ax.hlines(ys, -0.5, cols - 0.5, colors="black", linewidth=0.4)
             ax.set_xlabel(xlabel)
             ax.set_ylabel(ylabel)
             self._figures[kind] = (fig, ax, image)

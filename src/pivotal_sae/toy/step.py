@@ -66,7 +66,7 @@ def optimize(lab: ToyLab, x_BM: Tensor) -> tuple[dict[str, Tensor], ToySaeOutput
         grads["W_dec_child"] = grads["W_dec_child"] + g_dec_child
         parts["aux_loss"] = aux.detach()
         parts["total_loss"] = loss + coeff * parts["aux_loss"]
-    adam_step_(optimizer, [grads[name] for name, _ in sae.named_parameters()])
+    adam_step_(optimizer, [grads[name] for name in lab.param_names])
     return parts, out
 
 

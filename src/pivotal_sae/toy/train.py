@@ -88,6 +88,11 @@ class ToyLab:
     tracker: DeadLatentTracker
     data_rng: torch.Generator
     base_lr: float
+    param_names: tuple[str, ...] = ()
+    """The SAE's parameter names in the optimizer's order (as `named_parameters` gives them)."""
+
+    def __post_init__(self) -> None:
+        self.param_names = tuple(name for name, _ in self.sae.named_parameters())
 
 
 def build_lab(config: ToyTrainConfig, device: torch.device) -> ToyLab:
@@ -263,11 +268,11 @@ def _train(
         checkpoint.save_checkpoint(run_dir, step, lab.sae, training_state(lab, step))
         return record
 
+    if plots and resume_from is None:
+        plots.feature_similarity(lab.features)  # depends on the data only
     # Timed from here: the initial evaluation and plots are part of the job, setup is not.
     began = time.perf_counter()
     if resume_from is None:
-        if plots:
-            plots.feature_similarity(lab.features)
         record = checkpoint_and_report(0)
     sae, is_hierarchical = lab.sae, isinstance(lab.sae, HierarchicalSae)
     window: dict[str, list[torch.Tensor]] = {}
