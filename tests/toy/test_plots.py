@@ -1,0 +1,34 @@
+"""Plots reuse their figures between rounds; a reused figure must draw what a fresh one draws."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from pivotal_sae.saes.toy_io import build_toy_sae
+from pivotal_sae.toy.data import make_features
+from pivotal_sae.toy.plots import RunPlots
+
+
+@pytest.mark.parametrize("arch", ["hierarchical", "topk"])
+def test_a_reused_figure_draws_what_a_fresh_one_draws(arch, tmp_path):
+    features = make_features(6, 2, 10, 0.4, torch.Generator().manual_seed(0))
+    first, second = (
+        build_toy_sae(arch, 10, 6, 2, n_children=2, generator=torch.Generator().manual_seed(s))
+        for s in (1, 2)
+    )
+    reused = RunPlots(tmp_path / "reused")
+    reused.round(5, first, features)
+    reused.round(7, second, features)
+    fresh = RunPlots(tmp_path / "fresh")
+    fresh.round(7, second, features)
+    names = sorted(p.name for p in (tmp_path / "fresh").glob("step_0000007_*.png"))
+    assert len(names) == 4
+    for name in names:
+        pixels = [np.asarray(Image.open(tmp_path / d / name)) for d in ("reused", "fresh")]
+        assert np.array_equal(*pixels), name
+    before = np.asarray(Image.open(tmp_path / "reused" / "step_0000005_decoder_vs_features.png"))
+    after = np.asarray(Image.open(tmp_path / "reused" / "step_0000007_decoder_vs_features.png"))
+    assert not np.array_equal(before, after), "the second round must show the second SAE"
