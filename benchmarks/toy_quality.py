@@ -52,7 +52,7 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     for name, change in {
         "without relu": {"relu": False},
         "without tied init": {"init_encoder_from_decoder": False},
-        "without decoder normalisation": {"normalize_decoder": False},
+        "with decoder normalisation": {"normalize_decoder": True},
         "without parent reconstruction loss": {"parent_recon_coeff": 0.0},
         "without load balancing": {"balance_rate": 0.0},
         "without child resampling": {"resample_every": 0},

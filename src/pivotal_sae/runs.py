@@ -16,7 +16,7 @@ import subprocess
 import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import torch
 
@@ -157,17 +157,29 @@ def prepare_new_run_dir(run_dir: Path) -> None:
 
 
 class JsonlLog:
-    """Append-only JSON-lines log that can be truncated back to a step on resume."""
+    """Append-only JSON-lines log that can be truncated back to a step on resume.
+
+    The file stays open, line-buffered: each record reaches the operating system as one write
+    when appended (so a killed process loses none), without reopening the file per record.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._file: TextIO | None = None
 
     def append(self, record: Mapping[str, Any]) -> None:
-        with open(self.path, "a") as f:
-            f.write(json.dumps(dict(record)) + "\n")
+        if self._file is None:
+            self._file = open(self.path, "a", buffering=1)  # noqa: SIM115 - closed by close()
+        self._file.write(json.dumps(dict(record)) + "\n")
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
 
     def truncate_after(self, step: int, key: str = "step") -> None:
         """Drop records logged after `step` (they belong to work a resume will redo)."""
+        self.close()  # the file is replaced, not rewritten in place
         if not self.path.exists():
             return
         kept = []

