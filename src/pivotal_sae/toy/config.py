@@ -100,8 +100,8 @@ class ToyTrainConfig:
     """Set the hierarchical SAE to the ground truth by hand (a sanity check: pair detection 1.0)."""
 
     recipe: Literal["original", "improved"] = "improved"
-    """Training rules: `original` reproduces the research code; `improved` switches on every
-    option below that is not set explicitly (docs/toy.md measures each)."""
+    """Training rules: `original` reproduces the research code; `improved` is the measured best.
+    Each sets the options below that are not given explicitly (docs/toy.md measures each)."""
 
     relu: bool | None = None
     """ReLU on the kept activations (original: raw top-k values, negatives included)."""
