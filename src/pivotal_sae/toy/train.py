@@ -15,7 +15,7 @@ import math
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -88,7 +88,7 @@ class ToyLab:
     tracker: DeadLatentTracker
     data_rng: torch.Generator
     base_lr: float
-    param_names: tuple[str, ...] = ()
+    param_names: tuple[str, ...] = field(init=False)
     """The SAE's parameter names in the optimizer's order (as `named_parameters` gives them)."""
 
     def __post_init__(self) -> None:
