@@ -35,7 +35,7 @@ def _save(fig, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp.png")
     # No bbox_inches="tight" (it draws the figure twice); light compression (level 6 took a
-    # quarter of a round for files ~10% smaller).
+    # quarter of a round for files ~15% smaller).
     fig.savefig(tmp, dpi=DPI, pil_kwargs={"compress_level": 1})
     tmp.replace(path)
 
@@ -152,8 +152,8 @@ class RunPlots:
             parts = [sae.W_dec[:, None, :], sae.W_dec_child.view(sae.d_sae, n, -1), scaled_ENM]
             parts.append(sae.child_directions_ENM(adjusted=True))
             norms = torch.cat(parts, dim=1).norm(dim=-1)  # (E, groups)
-            found_E = nearest_children(sae.child_directions_ENM(), features.children_CM)
-            ok_E = pair_detected(found_E, n)
+            nearest_EN = nearest_children(sae.child_directions_ENM(), features.children_CM)
+            ok_E = pair_detected(nearest_EN, n)
             width = norms.shape[1]
             xs = [e * (width + 1) + j for e in range(sae.d_sae) for j in range(width)]
             colors = [
