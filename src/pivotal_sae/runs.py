@@ -193,6 +193,17 @@ class JsonlLog:
         atomic_write_text(self.path, "".join(k + "\n" for k in kept))
 
 
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def parse_dtype(name: str | torch.dtype) -> torch.dtype:
+    if isinstance(name, torch.dtype):
+        return name
+    if name not in DTYPES:
+        raise UserError(f"unknown --dtype {name!r}; choose one of {', '.join(DTYPES)}")
+    return DTYPES[name]
+
+
 def resolve_device(name: str) -> torch.device:
     """`auto` picks CUDA when available; asking for CUDA without a GPU is a user error."""
     name = name.lower()

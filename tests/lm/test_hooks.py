@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import FAMILIES, padded_batch
+from tiny_models import FAMILIES, padded_batch
 
 from pivotal_sae.errors import UserError
 

@@ -76,7 +76,7 @@ def decoder_directions(sae: Sae, latents_V: torch.Tensor) -> torch.Tensor:
     TopK SAEs that rescale by decoder norm); for SAEs decoded by SAELens it is measured as
     `decode(e_i) − decode(0)`, which assumes an affine decoder.
     """
-    from pivotal_sae.saes.lm_hierarchical import HierarchicalLmSae
+    from pivotal_sae.saes.hierarchical_lm import HierarchicalLmSae
 
     native = type(sae).decode is Sae.decode or isinstance(sae, HierarchicalLmSae)
     if native:

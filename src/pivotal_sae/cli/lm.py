@@ -5,17 +5,17 @@ from __future__ import annotations
 import typer
 
 from pivotal_sae.configs import typer_command
-from pivotal_sae.saes.lm_configs import SaeInfoConfig, TrainSaeConfig
+from pivotal_sae.training.config import SaeInfoConfig, TrainSaeConfig
 
 
 def _train_sae(config: TrainSaeConfig) -> None:
-    from pivotal_sae.saes.lm_train import run_train_sae
+    from pivotal_sae.training.job import run_train_sae
 
     run_train_sae(config)
 
 
 def _sae_info(config: SaeInfoConfig) -> None:
-    from pivotal_sae.saes.lm_info import run_sae_info
+    from pivotal_sae.training.info import run_sae_info
 
     run_sae_info(config)
 

@@ -14,8 +14,9 @@ from pivotal_sae.absorption.explanations import Explanations, load_explanations,
 from pivotal_sae.errors import UserError
 from pivotal_sae.explorer.engine import Explorer, LoadedSae
 from pivotal_sae.explorer.run_data import RunData
-from pivotal_sae.lm.defaults import DEFAULT_MODEL_NAME, default_saes
+from pivotal_sae.lm.defaults import DEFAULT_MODEL_NAME
 from pivotal_sae.saes.sae import Sae
+from pivotal_sae.training.defaults import find_default_saes
 
 SaeSpec = dict[str, Any]
 """How to load an SAE: `path`, or `release` + `sae_id`; plus an optional `role`."""
@@ -43,7 +44,7 @@ def sae_specs(options: Any, run: RunData | None) -> list[SaeSpec]:
             if spec and (spec.get("path") or spec.get("release")):
                 specs.append({**spec, "role": role})
     if not specs:
-        specs = [{"path": path} for path in default_saes(ensure_trained=True).values()]
+        specs = [{"path": path} for path in find_default_saes().values()]
     return specs
 
 

@@ -18,7 +18,6 @@ _EXPORTS = {
     "open_corpus": "pivotal_sae.lm.corpus",
     "Contexts": "pivotal_sae.lm.contexts",
     "ContextBatch": "pivotal_sae.lm.contexts",
-    "default_saes": "pivotal_sae.lm.defaults",
 }
 
 __all__ = sorted(_EXPORTS)

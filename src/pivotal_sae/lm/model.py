@@ -13,31 +13,40 @@ import inspect
 import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 from torch import nn
 
 from pivotal_sae.errors import UserError
 from pivotal_sae.lm.hooks import HookMap, HookSite
+from pivotal_sae.runs import DTYPES, parse_dtype
+
+__all__ = ["DTYPES", "LanguageModel", "ReadsHook", "hooked", "parse_dtype"]
 
 if TYPE_CHECKING:
     from pivotal_sae.lm.patching import PatchBaseline
-    from pivotal_sae.saes.sae import Sae
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+class ReadsHook(Protocol):
+    """What the model needs to know of an SAE to check it fits (`saes.sae.Sae` is one); the
+    model side imports no SAE code."""
+
+    @property
+    def hook_name(self) -> str: ...
+
+    @property
+    def hf_hook_name(self) -> str | None: ...
+
+    @property
+    def d_in(self) -> int: ...
+
+    @property
+    def label(self) -> str: ...
 
 
 class _EarlyExit(Exception):
     """Raised from a hook once every wanted activation is in hand, to skip the remaining blocks."""
-
-
-def parse_dtype(name: str | torch.dtype) -> torch.dtype:
-    if isinstance(name, torch.dtype):
-        return name
-    if name not in DTYPES:
-        raise UserError(f"unknown --dtype {name!r}; choose one of {', '.join(DTYPES)}")
-    return DTYPES[name]
 
 
 def _first(output: Any) -> torch.Tensor:
@@ -137,19 +146,19 @@ class LanguageModel:
         """The site of a hook name, or a `UserError` listing the valid names."""
         return self.hooks.resolve(hook)
 
-    def check_sae(self, sae: Sae, role: str = "SAE") -> HookSite:
+    def check_sae(self, sae: ReadsHook, role: str = "SAE") -> HookSite:
         """The site the SAE reads, after checking its hook exists here and its width matches."""
         hook = sae.hook_name
         try:
             site = self.resolve(hook)
         except UserError:
-            if not sae.info.hf_hook_name:
+            if not sae.hf_hook_name:
                 raise UserError(
                     f"the {role} reads hook {hook!r}, which this {self.hooks.family.name} model "
                     f"({self.name}) does not have; "
                     + self.hooks.unknown_message(hook).split("; ", 1)[1]
                 ) from None
-            site = self.resolve(sae.info.hf_hook_name)
+            site = self.resolve(sae.hf_hook_name)
         width = self.d_model
         if sae.d_in != width:
             raise UserError(

@@ -30,7 +30,7 @@ _INFO_KEYS = ("model_name", "neuronpedia_id", "hf_hook_name")
 def _dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
     if dtype is None or isinstance(dtype, torch.dtype):
         return dtype
-    from pivotal_sae.lm.model import parse_dtype
+    from pivotal_sae.runs import parse_dtype
 
     return parse_dtype(dtype.removeprefix("torch."))
 
@@ -79,7 +79,7 @@ def read_sae_dir(
     if not isinstance(cfg, dict) or "d_in" not in cfg or "d_sae" not in cfg:
         raise UserError(f"{option} {path}: {CFG} is not an SAELens config (no d_in / d_sae)")
     if cfg.get("architecture") == "hierarchical":
-        from pivotal_sae.saes.lm_hierarchical import read_hierarchical_dir
+        from pivotal_sae.saes.hierarchical_lm import read_hierarchical_dir
 
         return read_hierarchical_dir(path, cfg, device=device, dtype=_dtype(dtype))
     try:

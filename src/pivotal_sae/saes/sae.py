@@ -94,6 +94,10 @@ class Sae(nn.Module):
         return self.info.hook_name
 
     @property
+    def hf_hook_name(self) -> str | None:
+        return self.info.hf_hook_name
+
+    @property
     def d_in(self) -> int:
         return self.info.d_in
 

@@ -18,7 +18,6 @@ from pivotal_sae import distributed
 from pivotal_sae.absorption.config import defaults_of
 from pivotal_sae.configs import config_to_dict
 from pivotal_sae.errors import UserError
-from pivotal_sae.lm import defaults
 from pivotal_sae.lm.contexts import Contexts
 from pivotal_sae.lm.corpus import Corpus, open_corpus
 from pivotal_sae.lm.model import LanguageModel, parse_dtype
@@ -32,6 +31,7 @@ from pivotal_sae.runs import (
 )
 from pivotal_sae.saes.loading import load_sae
 from pivotal_sae.saes.sae import Sae
+from pivotal_sae.training import defaults
 
 SUMMARY = "summary.json"
 #: Options a resumed run may change: where it runs, not what it computes.
@@ -106,7 +106,11 @@ def default_sae_dir(config: Any, role: str) -> Path:
         )
     hook = defaults.DEFAULT_HOOKS[0 if role == "ablator" else 1]
     # Under torchrun every rank would train them at once: there a missing cache is an error.
-    return defaults.default_saes(ensure_trained=not distributed.current().distributed)[hook]
+    if distributed.current().distributed:
+        return defaults.find_default_saes()[hook]
+    from pivotal_sae.training.job import ensure_default_saes
+
+    return ensure_default_saes()[hook]
 
 
 def load_models(config: Any, *, with_reader: bool) -> Models:

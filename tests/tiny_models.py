@@ -1,8 +1,8 @@
-"""Tiny random-weight models of each supported family, and the real MiniLM shared per session."""
+"""Tiny random-weight models of each supported family (the fixtures that wrap them live in
+conftest.py)."""
 
 from __future__ import annotations
 
-import pytest
 import torch
 
 torch.set_num_threads(2)
@@ -60,37 +60,6 @@ def tiny_model(family: str, n_layers: int = 3, hidden: int = 64):
         raise ValueError(family)
     torch.manual_seed(0)
     return T.AutoModel.from_config(config).eval()
-
-
-@pytest.fixture(scope="session")
-def minilm_tokenizer():
-    from transformers import AutoTokenizer
-
-    from pivotal_sae.lm.defaults import default_model_path
-
-    return AutoTokenizer.from_pretrained(default_model_path())
-
-
-@pytest.fixture(scope="session")
-def tiny_lm(minilm_tokenizer):
-    """`tiny_lm(family)` → a LanguageModel over a tiny random model (cached per family)."""
-    from pivotal_sae.lm.model import LanguageModel
-
-    cache: dict[str, LanguageModel] = {}
-
-    def make(family: str) -> LanguageModel:
-        if family not in cache:
-            cache[family] = LanguageModel(tiny_model(family), minilm_tokenizer, f"tiny-{family}")
-        return cache[family]
-
-    return make
-
-
-@pytest.fixture(scope="session")
-def minilm():
-    from pivotal_sae.lm.model import LanguageModel
-
-    return LanguageModel.load(None, device="cpu")
 
 
 def padded_batch(seed: int = 0, batch: int = 3, seq: int = 12, vocab: int = 30000):

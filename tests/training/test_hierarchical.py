@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 
 import torch
-from test_cli_lm import TINY_TRAIN, text_file, tiny_bert_dir  # noqa: F401  (fixtures)
+from test_cli_train import TINY_TRAIN, text_file, tiny_bert_dir  # noqa: F401  (fixtures)
 
 from pivotal_sae.cli import main
 from pivotal_sae.saes.hierarchical import HierarchicalSae
-from pivotal_sae.saes.lm_hierarchical import HierarchicalLmSae
+from pivotal_sae.saes.hierarchical_lm import HierarchicalLmSae
 from pivotal_sae.saes.loading import read_sae_dir
 from pivotal_sae.saes.toy_io import load_toy_sae
 

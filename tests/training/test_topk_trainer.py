@@ -9,7 +9,7 @@ def test_sparse_decode_matches_saelens_losses_and_gradients():
     from sae_lens import TopKTrainingSAE, TopKTrainingSAEConfig
     from sae_lens.saes.sae import TrainStepInput
 
-    from pivotal_sae.saes.lm_topk_trainer import SparseDecodeTopKTrainingSAE
+    from pivotal_sae.training.topk_trainer import SparseDecodeTopKTrainingSAE
 
     torch.manual_seed(0)
     cfg = TopKTrainingSAEConfig(d_in=32, d_sae=128, k=6)

@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from conftest import tiny_model
+from tiny_models import tiny_model
 
 from pivotal_sae.cli import main
 from pivotal_sae.saes.loading import read_sae_dir, save_sae
@@ -118,17 +118,17 @@ def test_train_sae_writes_saelens_dirs_metrics_and_summary(tmp_path, tiny_bert_d
 
 
 def test_default_saes_train_once_into_the_cache(tmp_path, monkeypatch, text_file, capsys):
-    from pivotal_sae.lm import defaults
-    from pivotal_sae.saes import lm_train
+    from pivotal_sae.training import defaults
+    from pivotal_sae.training import job as lm_train
 
     monkeypatch.setenv("PIVOTAL_SAE_CACHE", str(tmp_path / "cache"))
     with pytest.raises(Exception, match="not trained yet"):
-        defaults.default_saes(ensure_trained=False)
+        defaults.find_default_saes()
     tiny = dict(d_sae=64, k=4, n_prompts=24, n_eval_prompts=4, max_tokens_in_prompt=16,
                 batch_size=64, buffer_tokens=256, context_batch_size=8,
                 corpus=text_file)  # fmt: skip
     dirs = lm_train.train_default_saes(device="cpu", **tiny)
-    assert defaults.default_saes(ensure_trained=False) == dirs
+    assert defaults.find_default_saes() == dirs
     assert set(dirs) == set(defaults.DEFAULT_HOOKS)
     assert not list((tmp_path / "cache" / "default-saes").glob(".*.tmp"))
     assert main(["sae-info", "--device", "cpu"]) == 0

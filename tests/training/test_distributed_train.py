@@ -40,8 +40,8 @@ def _batches() -> torch.Tensor:
 
 
 def _train(rank: int, world: int) -> dict[str, torch.Tensor]:
-    from pivotal_sae.saes import lm_topk_trainer
-    from pivotal_sae.saes.lm_train import _TopK
+    from pivotal_sae.training import topk_trainer as lm_topk_trainer
+    from pivotal_sae.training.job import _TopK
 
     # Latents count as dead after one step without firing, so the AuxK loss (which reads the
     # shared dead mask) takes part from the second step.

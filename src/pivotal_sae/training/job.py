@@ -3,7 +3,7 @@
 The loop is visible top to bottom: contexts → activations at every hook in one forward pass
 (stopping after the deepest hook) → a shuffling buffer → one training step per hook's SAE →
 metrics to TensorBoard and metrics.jsonl. TopK SAEs train through SAELens's `SAETrainer` (see
-`lm_topk_trainer`); the hierarchical SAE trains through `lm_hierarchical`. At the end each
+`topk_trainer`); the hierarchical SAE trains through `hierarchical_trainer`. At the end each
 SAE is saved in SAELens format, read back with our own `Sae`, and scored on held-out contexts.
 
 Under torchrun each rank reads its share of the training contexts into its own buffer and takes
@@ -29,7 +29,6 @@ import torch
 from pivotal_sae import distributed
 from pivotal_sae.configs import config_to_dict
 from pivotal_sae.errors import UserError
-from pivotal_sae.lm import defaults
 from pivotal_sae.lm.buffer import ActivationBuffer
 from pivotal_sae.lm.contexts import Contexts
 from pivotal_sae.lm.corpus import open_corpus
@@ -41,8 +40,9 @@ from pivotal_sae.runs import (
     prepare_new_run_dir,
     write_manifest,
 )
-from pivotal_sae.saes.lm_configs import TrainSaeConfig
 from pivotal_sae.saes.loading import read_sae_dir
+from pivotal_sae.training import defaults
+from pivotal_sae.training.config import TrainSaeConfig
 
 _RECIPE_FIELDS = ("d_sae", "k", "n_prompts", "n_eval_prompts", "lr", "batch_size", "arch",
                   "max_tokens_in_prompt", "keep_bos", "buffer_tokens", "seed", "dtype")  # fmt: skip
@@ -102,6 +102,21 @@ def train_default_saes(
         shutil.rmtree(staging, ignore_errors=True)
     print(f"pivotal-sae: default SAEs cached in {root}", file=sys.stderr)
     return dirs
+
+
+def ensure_default_saes() -> dict[str, Path]:
+    """The default SAEs' directories, training them first if they are not in the cache yet.
+
+    Jobs call this; readers (the explorer, `sae-info`) call `defaults.find_default_saes`.
+    """
+    if defaults.default_saes_trained():
+        return defaults.default_sae_dirs()
+    print(
+        f"pivotal-sae: training the default SAEs into {defaults.default_sae_root()} "
+        "(first use only; a few minutes on CPU)",
+        file=sys.stderr,
+    )
+    return train_default_saes()
 
 
 def _fmt(summary: dict[str, Any], key: str) -> str:
@@ -299,7 +314,7 @@ def _make_trainers(
             seed=config.seed + i,
         )  # fmt: skip
         if config.arch == "hierarchical":
-            from pivotal_sae.saes.lm_hierarchical import HierarchicalTrainer
+            from pivotal_sae.training.hierarchical_trainer import HierarchicalTrainer
 
             trainers[hook] = HierarchicalTrainer(n_children=config.n_children, **common)
         else:
@@ -311,7 +326,7 @@ class _TopK:
     """The TopK arm of the loop: a SAELens trainer behind the three calls the loop makes."""
 
     def __init__(self, options: dict[str, Any]) -> None:
-        from pivotal_sae.saes.lm_topk_trainer import make_topk_trainer
+        from pivotal_sae.training.topk_trainer import make_topk_trainer
 
         self.trainer = make_topk_trainer(**options)
         distributed.average_gradients(self.trainer.sae)
@@ -321,18 +336,18 @@ class _TopK:
         output = self.trainer.step(batch_NM)
         self.trainer.n_training_steps += 1
         if distributed.current().distributed:
-            from pivotal_sae.saes.lm_topk_trainer import share_dead_latents
+            from pivotal_sae.training.topk_trainer import share_dead_latents
 
             share_dead_latents(self.trainer)
         return output
 
     def metrics(self, output: Any) -> dict[str, float]:
-        from pivotal_sae.saes.lm_topk_trainer import step_metrics
+        from pivotal_sae.training.topk_trainer import step_metrics
 
         return step_metrics(self.trainer, output)
 
     def save(self, directory: Path) -> None:
-        from pivotal_sae.saes.lm_topk_trainer import finish_and_save
+        from pivotal_sae.training.topk_trainer import finish_and_save
 
         shutil.rmtree(directory, ignore_errors=True)
         finish_and_save(self.trainer, str(directory))

@@ -10,10 +10,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from pivotal_sae.lm import defaults
-from pivotal_sae.saes.lm_configs import SaeInfoConfig
+from pivotal_sae.lm.defaults import DEFAULT_MODEL_NAME
 from pivotal_sae.saes.loading import load_sae
 from pivotal_sae.saes.sae import Sae
+from pivotal_sae.training import defaults
+from pivotal_sae.training.config import SaeInfoConfig
 
 
 def describe(sae: Sae) -> dict[str, Any]:
@@ -38,8 +39,7 @@ def run_sae_info(config: SaeInfoConfig) -> list[dict[str, Any]]:
     device = resolve_device(config.device)
     if config.sae_path is None and config.sae_release is None:
         saes = [
-            load_sae(path=path, device=device)
-            for path in defaults.default_saes(ensure_trained=False).values()
+            load_sae(path=path, device=device) for path in defaults.find_default_saes().values()
         ]
     else:
         saes = [
@@ -51,7 +51,7 @@ def run_sae_info(config: SaeInfoConfig) -> list[dict[str, Any]]:
             )
         ]
     lm = None
-    on_default = all(s.info.model_name == defaults.DEFAULT_MODEL_NAME for s in saes)
+    on_default = all(s.info.model_name == DEFAULT_MODEL_NAME for s in saes)
     if config.model is not None or on_default or config.n_prompts:
         from pivotal_sae.lm.model import LanguageModel
 
@@ -73,7 +73,7 @@ def run_sae_info(config: SaeInfoConfig) -> list[dict[str, Any]]:
 def _score(config: SaeInfoConfig, lm: Any, sae: Sae) -> dict[str, Any]:
     from pivotal_sae.lm.contexts import Contexts
     from pivotal_sae.lm.corpus import open_corpus
-    from pivotal_sae.saes.lm_train import collect_activations, evaluate
+    from pivotal_sae.training.job import collect_activations, evaluate
 
     corpus = open_corpus(
         config.corpus,
