@@ -1,4 +1,4 @@
-"""Results files of the absorption search and `load_results`, their reader for notebooks.
+"""The three results files of the absorption search and `load_results`, their reader for notebooks.
 
 Three safetensors files (each optionally zstd-compressed as `NAME.safetensors.zst`):
 
@@ -11,15 +11,13 @@ Three safetensors files (each optionally zstd-compressed as `NAME.safetensors.zs
 
 Every metadata value is JSON text; `format` names the kind of file, the counters (`d_sae`,
 `tokens_counted`, `contexts_processed`) sit beside whatever the caller passed (model, SAEs,
-hook names, corpus, code version). Files are written whole or not at all (temporary file, then
-rename). Anything unreadable or inconsistent is a `UserError` with one line saying what is wrong.
+hook names, corpus, code version). The generic reading and writing (atomic, `.zst`, metadata
+as JSON) is `results_files.py`'s; its names are importable from here too. Anything unreadable or
+inconsistent is a `UserError` with one line saying what is wrong.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,103 +31,46 @@ from pivotal_sae.absorption.cooccurrence import (
     packed_size,
 )
 from pivotal_sae.absorption.examples import TopExamples
+from pivotal_sae.absorption.results_files import (
+    COOCCURRENCES,
+    EFFECTS,
+    FORMAT_VERSION,
+    FORMATS,
+    SAE_IDENTITY_KEYS,
+    TOP_EXAMPLES,
+    check_shape,
+    decode_metadata,
+    encode_metadata,
+    kind_of,
+    read_file,
+    require,
+    results_file,
+    save_file,
+)
 from pivotal_sae.errors import UserError
 
-COOCCURRENCES = "cooccurrences"
-EFFECTS = "effects"
-TOP_EXAMPLES = "top_examples"
-FORMATS = {kind: f"pivotal-sae/{kind}" for kind in (COOCCURRENCES, EFFECTS, TOP_EXAMPLES)}
-FORMAT_VERSION = 1
-#: Metadata keys that identify an SAE; two files agree on an SAE if these agree where both say.
-SAE_IDENTITY_KEYS = ("release", "sae_id", "path", "neuronpedia_id", "hook_name", "d_sae")
-
-
-def _encode(metadata: Mapping[str, Any]) -> dict[str, str]:
-    return {str(k): json.dumps(v) for k, v in metadata.items()}
-
-
-def _decode(metadata: Mapping[str, str] | None) -> dict[str, Any]:
-    decoded: dict[str, Any] = {}
-    for key, value in (metadata or {}).items():
-        try:
-            decoded[key] = json.loads(value)
-        except json.JSONDecodeError:
-            decoded[key] = value
-    return decoded
-
-
-def save_file(path: Path, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, Any]) -> None:
-    """Write tensors + metadata to `path` atomically; `.zst` compresses with zstandard."""
-    from safetensors.torch import save_file as save_safetensors
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=f".{path.name}.", dir=path.parent) as tmp:
-        raw = Path(tmp) / "raw.safetensors"
-        save_safetensors(
-            {k: v.detach().contiguous().cpu() for k, v in tensors.items()},
-            str(raw),
-            metadata=_encode(metadata),
-        )
-        final = raw
-        if path.name.endswith(".zst"):
-            import zstandard
-
-            final = Path(tmp) / "compressed.zst"
-            with open(raw, "rb") as src, open(final, "wb") as dst:
-                zstandard.ZstdCompressor(level=3, threads=-1).copy_stream(src, dst)
-                dst.flush()
-                os.fsync(dst.fileno())
-            raw.unlink()
-        os.replace(final, path)
-
-
-def read_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Tensors and decoded metadata of a (possibly .zst) safetensors file, or a UserError."""
-    from safetensors import SafetensorError, safe_open
-
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"results file {path} does not exist")
-    with tempfile.TemporaryDirectory(prefix="pivotal-sae-") as tmp:
-        source = path
-        if path.name.endswith(".zst"):
-            import zstandard
-
-            source = Path(tmp) / "raw.safetensors"
-            try:
-                with open(path, "rb") as src, open(source, "wb") as dst:
-                    zstandard.ZstdDecompressor().copy_stream(src, dst)
-            except zstandard.ZstdError as exc:
-                raise UserError(f"{path} is truncated or corrupted (zstd: {exc})") from None
-        try:
-            with safe_open(str(source), framework="pt") as handle:
-                metadata = _decode(handle.metadata())
-                tensors = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118
-        except (SafetensorError, OSError, ValueError) as exc:
-            what = "truncated or corrupted" if path.stat().st_size else "empty"
-            raise UserError(f"{path} is {what} and cannot be read as safetensors ({exc})") from None
-    return tensors, metadata
-
-
-def kind_of(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, Any], path: Path) -> str:
-    for kind, name in FORMATS.items():
-        if metadata.get("format") == name:
-            return kind
-    if set(tensors) & {"cooccurrences_ee", "effects_eE"} and "format" not in metadata:
-        return "legacy"  # written by the original research scripts
-    raise UserError(f"{path} is not a pivotal-sae results file (format {metadata.get('format')!r})")
-
-
-def _require(tensors: Mapping[str, torch.Tensor], names: tuple[str, ...], path: Path) -> None:
-    missing = [n for n in names if n not in tensors]
-    if missing:
-        raise UserError(f"{path} lacks the tensor(s) {', '.join(missing)}")
-
-
-def _check_shape(tensor: torch.Tensor, shape: tuple[int, ...], name: str, path: Path) -> None:
-    if tuple(tensor.shape) != shape:
-        raise UserError(f"{path}: {name} has shape {tuple(tensor.shape)}, expected {shape}")
+__all__ = [
+    "COOCCURRENCES",
+    "EFFECTS",
+    "FORMATS",
+    "FORMAT_VERSION",
+    "SAE_IDENTITY_KEYS",
+    "TOP_EXAMPLES",
+    "Results",
+    "check_same_sae",
+    "decode_metadata",
+    "encode_metadata",
+    "kind_of",
+    "load_cooccurrence_counter",
+    "load_results",
+    "load_top_examples",
+    "read_file",
+    "results_file",
+    "save_cooccurrences",
+    "save_effects",
+    "save_file",
+    "save_top_examples",
+]  # fmt: skip
 
 
 def save_cooccurrences(
@@ -176,17 +117,17 @@ def _counter_from(
         }
     except (KeyError, TypeError, ValueError):
         raise UserError(f"{path} lacks d_sae/tokens_counted/contexts_processed metadata") from None
-    _require(tensors, ("firing_counts_e",), path)
-    _check_shape(tensors["firing_counts_e"], (d_sae,), "firing_counts_e", path)
+    require(tensors, ("firing_counts_e",), path)
+    check_shape(tensors["firing_counts_e"], (d_sae,), "firing_counts_e", path)
     if metadata.get("layout") == "packed":
-        _require(tensors, ("cooccurrences_ee_packed",), path)
+        require(tensors, ("cooccurrences_ee_packed",), path)
         packed = tensors["cooccurrences_ee_packed"]
-        _check_shape(packed, (packed_size(d_sae),), "cooccurrences_ee_packed", path)
+        check_shape(packed, (packed_size(d_sae),), "cooccurrences_ee_packed", path)
         counter: DenseCooccurrence | SparseCooccurrence = DenseCooccurrence(
             d_sae, device, count_dtype=packed.dtype
         )
     elif metadata.get("layout") == "sparse":
-        _require(tensors, ("cooccurrences_ee_keys", "cooccurrences_ee_counts"), path)
+        require(tensors, ("cooccurrences_ee_keys", "cooccurrences_ee_counts"), path)
         counter = SparseCooccurrence(d_sae, device)
     else:
         raise UserError(f"{path} has unknown co-occurrence layout {metadata.get('layout')!r}")
@@ -231,7 +172,7 @@ def _expand_effect_rows(tensors: dict[str, torch.Tensor], path: Path) -> None:
     """Turn the 'rows' layout into a full `effects_eE` (zeros for latents never ablated)."""
     if "effects_eE_rows" not in tensors:
         return
-    _require(tensors, ("effects_eE_row_ids", "how_often_activated_e"), path)
+    require(tensors, ("effects_eE_row_ids", "how_often_activated_e"), path)
     rows, ids = tensors.pop("effects_eE_rows"), tensors.pop("effects_eE_row_ids")
     e = tensors["how_often_activated_e"].shape[0] if tensors["how_often_activated_e"].ndim else 0
     if rows.ndim != 2 or ids.shape != rows.shape[:1]:
@@ -250,12 +191,12 @@ def _expand_effect_rows(tensors: dict[str, torch.Tensor], path: Path) -> None:
 
 def _check_effects(tensors: dict[str, torch.Tensor], metadata: Mapping[str, Any], path: Path):
     _expand_effect_rows(tensors, path)
-    _require(tensors, ("effects_eE", "how_often_activated_e"), path)
+    require(tensors, ("effects_eE", "how_often_activated_e"), path)
     effects = tensors["effects_eE"]
     if effects.ndim != 2:
         raise UserError(f"{path}: effects_eE must be 2-D, not of shape {tuple(effects.shape)}")
     e, reader = effects.shape
-    _check_shape(tensors["how_often_activated_e"], (e,), "how_often_activated_e", path)
+    check_shape(tensors["how_often_activated_e"], (e,), "how_often_activated_e", path)
     for key, size in (("d_sae", e), ("reader_d_sae", reader)):
         if key in metadata and int(metadata[key]) != size:
             raise UserError(
@@ -354,14 +295,6 @@ class Results(Mapping[str, torch.Tensor]):
         if "max_acts_EK" not in self.tensors:
             return None
         return _examples_from(self.tensors, self.paths.get(TOP_EXAMPLES, Path("?")))
-
-
-def results_file(run_dir: Path, kind: str) -> Path | None:
-    """`run_dir/KIND.safetensors` or, failing that, `KIND.safetensors.zst`."""
-    for name in (f"{kind}.safetensors", f"{kind}.safetensors.zst"):
-        if (run_dir / name).is_file():
-            return run_dir / name
-    return None
 
 
 def _load_legacy(tensors: dict[str, torch.Tensor], path: Path, results: Results) -> None:

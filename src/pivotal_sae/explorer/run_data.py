@@ -17,12 +17,13 @@ from typing import Any
 import torch
 
 from pivotal_sae.absorption.examples import TopExamples
-from pivotal_sae.absorption.results import (
+from pivotal_sae.absorption.results_files import (
     COOCCURRENCES,
     EFFECTS,
     FORMATS,
     SAE_IDENTITY_KEYS,
     TOP_EXAMPLES,
+    decode_metadata,
     kind_of,
     read_file,
     results_file,
@@ -127,17 +128,6 @@ class RunData:
 
 
 # ---------------------------------------------------------------------- reading
-def _decode_metadata(raw: dict[str, str] | None) -> dict[str, Any]:
-    """Results files store every metadata value as JSON text (docs/absorption.md)."""
-    decoded: dict[str, Any] = {}
-    for key, value in (raw or {}).items():
-        try:
-            decoded[key] = json.loads(value)
-        except json.JSONDecodeError:
-            decoded[key] = value
-    return decoded
-
-
 def _read(path: Path, names: tuple[str, ...]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Metadata and the named tensors (those present) of a results file."""
     if path.name.endswith(".zst"):
@@ -147,7 +137,7 @@ def _read(path: Path, names: tuple[str, ...]) -> tuple[dict[str, torch.Tensor], 
 
     try:
         with safe_open(str(path), framework="pt") as handle:
-            metadata = _decode_metadata(handle.metadata())
+            metadata = decode_metadata(handle.metadata())
             keys = set(handle.keys())
             tensors = {n: handle.get_tensor(n) for n in names if n in keys}
             if not metadata.get("format"):
