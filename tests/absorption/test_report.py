@@ -6,13 +6,17 @@ import csv
 import json
 import re
 
+import pytest
 import torch
 
 from pivotal_sae.absorption.cooccurrence import DenseCooccurrence
 from pivotal_sae.absorption.examples import TopExamples
 from pivotal_sae.absorption.explanations import Explanations
+from pivotal_sae.absorption.pair_records import LatentRecord, PairRecord, PairsDocument
 from pivotal_sae.absorption.pairs import find_decoder_pairs, find_effect_pairs
 from pivotal_sae.absorption.report import write_report
+from pivotal_sae.errors import UserError
+from pivotal_sae.render import stylesheet
 
 from .conftest import sparse_acts
 
@@ -76,7 +80,67 @@ def test_html_escapes_and_is_self_contained(tmp_path, generator):
     # No external assets: every src is inline, stylesheets are inline.
     assert all(src.startswith("data:") for src in re.findall(r'src="([^"]*)"', page))
     assert "<link" not in page and "@import" not in page
-    assert page.count('class="pair"') == 10
+    assert page.count('<article class="card pair"') == 10
+
+
+def test_html_uses_the_explorers_stylesheet_and_cards(tmp_path, generator):
+    """One renderer: the page inlines the stylesheet the explorer serves, its cards are the
+    shared pair cards, and it shows what the report always showed."""
+    paths, pairs, decoder = make_report(tmp_path, generator, html_pairs=3)
+    page = paths["report.html"].read_text()
+    assert stylesheet() in page
+    first = pairs.pairs[0]
+    assert 'id="pair-1"' in page and f"{first.latent_a} ↔ {first.latent_b}" in page
+    assert f"cosine {first.cosine:.3f}" in page
+    assert f"co-occur {first.cooccurrence:,}" in page and "P(≤ observed) = " in page
+    assert f"fires on {first.firing_a:,} tokens" in page
+    assert f'href="https://www.neuronpedia.org/m/s/{first.latent_a}"' in page
+    assert 'class="maxact"' in page and 'class="tok ' in page and "tok a" in page
+    assert "Decoder-similarity pairs" in page and page.count("<tr>") == 1 + min(
+        3, len(decoder.pairs)
+    )
+    assert "tokens counted" in page and "240" in page
+
+
+def test_pairs_json_reads_back_as_records(tmp_path, generator):
+    paths, pairs, _ = make_report(tmp_path, generator)
+    document = PairsDocument.read(paths["pairs.json"])
+    assert [(p.a.id, p.b.id) for p in document.pairs] == [
+        (p.latent_a, p.latent_b) for p in pairs.pairs
+    ]
+    record = document.pairs[0]
+    assert isinstance(record, PairRecord)
+    assert record.cosine_similarity == pairs.pairs[0].cosine
+    assert record.a.firing_count == pairs.pairs[0].firing_a
+    assert record.a.explanation == f"{XSS} latent {record.a.id}"
+    assert document.decoder_pairs is not None and len(document.decoder_pairs) == 5
+    assert PairsDocument.from_json(json.loads(paths["pairs.json"].read_text())) == document
+    assert document.to_json() == json.loads(paths["pairs.json"].read_text())
+
+
+def test_pairs_json_of_earlier_runs_reads(tmp_path):
+    """Files written before the records (same keys; the original scripts' lacked the
+    co-occurrence statistics) read back; a pair without ids is one line."""
+    legacy = {
+        "pairs": [
+            {
+                "ablator1": {"id": 3, "explanation": "dogs", "url": None},
+                "ablator2": {"id": 7, "explanation": None},
+                "cosine_similarity": 0.9,
+            }
+        ],
+        "decoder_pairs": [{"latent1": {"id": 1}, "latent2": {"id": 2}, "cosine_similarity": 1}],
+    }
+    path = tmp_path / "pairs.json"
+    path.write_text(json.dumps(legacy))
+    document = PairsDocument.read(path)
+    assert document.pairs == [
+        PairRecord(a=LatentRecord(3, explanation="dogs"), b=LatentRecord(7), cosine_similarity=0.9)
+    ]
+    assert document.decoder_pairs == [PairRecord(LatentRecord(1), LatentRecord(2), 1.0)]
+    path.write_text(json.dumps({"pairs": [{"ablator1": {"id": 3}}]}))
+    with pytest.raises(UserError, match="lack ablator1/ablator2 ids"):
+        PairsDocument.read(path)
 
 
 def test_no_pairs_and_linear_scale(tmp_path, generator):

@@ -1,23 +1,27 @@
 """The report of an absorption search: pairs.json, pairs.csv, histogram.png and report.html.
 
-`report.html` is one self-contained page (inline CSS, the histogram inlined as a data URI, no
-scripts, no external assets). Every piece of text from outside (explanations, tokens, metadata)
-is HTML-escaped, so a token such as `<script>` shows as text.
+`report.html` is one self-contained page rendered from the explorer's own templates and
+stylesheet (`pivotal_sae.render`: the pair cards are the same markup, the CSS is inlined, the
+histogram inlined as a data URI; no scripts, no external assets). Every piece of text from
+outside (explanations, tokens, metadata) is HTML-escaped, so a token such as `<script>` shows as
+text. `pairs.json` holds `PairRecord`s (`pair_records.py`).
 """
 
 from __future__ import annotations
 
 import base64
 import csv
-import html
 import io
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pivotal_sae.absorption.examples import Example, TopExamples
 from pivotal_sae.absorption.explanations import Explanations, neuronpedia_url
-from pivotal_sae.absorption.pairs import LatentPair, PairSearch
+from pivotal_sae.absorption.pair_records import PairRecord, PairsDocument, pair_records
+from pivotal_sae.absorption.pairs import PairSearch
+from pivotal_sae.render import make_environment, stylesheet
 from pivotal_sae.runs import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 TokenText = Callable[[Sequence[int]], list[str]]
@@ -30,47 +34,6 @@ CSV_FIELDS = (
 
 def _url(neuronpedia_id: str | None, index: int) -> str | None:
     return neuronpedia_url(neuronpedia_id, index) if neuronpedia_id else None
-
-
-def _latent_json(
-    index: int,
-    firing: int,
-    ablations: int | None,
-    explanations: Explanations | None,
-    neuronpedia_id: str | None,
-) -> dict[str, Any]:
-    return {
-        "id": index,
-        "explanation": explanations.get(index) if explanations else None,
-        "url": _url(neuronpedia_id, index),
-        "firing_count": firing,
-        "ablation_count": ablations,
-    }
-
-
-def pairs_json(
-    search: PairSearch,
-    explanations: Explanations | None,
-    neuronpedia_id: str | None,
-    first: str = "ablator1",
-    second: str = "ablator2",
-) -> list[dict[str, Any]]:
-    """Pairs in the original scripts' JSON layout, with the new counts added."""
-    return [
-        {
-            first: _latent_json(
-                p.latent_a, p.firing_a, p.ablations_a, explanations, neuronpedia_id
-            ),
-            second: _latent_json(
-                p.latent_b, p.firing_b, p.ablations_b, explanations, neuronpedia_id
-            ),
-            "cosine_similarity": p.cosine,
-            "cooccurrence_count": p.cooccurrence,
-            "expected_cooccurrence": p.expected_cooccurrence,
-            "p_at_most_observed": p.p_at_most_observed,
-        }
-        for p in search.pairs
-    ]
 
 
 def write_csv(path: Path, search: PairSearch, explanations, neuronpedia_id) -> None:
@@ -114,41 +77,6 @@ def histogram_png(cosines: Sequence[float], title: str, log_scale: bool = True) 
     return buffer.getvalue()
 
 
-CSS = """
-body{font:15px/1.5 system-ui,-apple-system,Segoe UI,sans-serif;color:#1f2430;background:#f6f7fb;
-margin:0;padding:0 0 3em}
-header,section{max-width:1100px;margin:0 auto;padding:0 1.2em}
-header{padding-top:1.6em}h1{margin:.2em 0;font-size:1.7em}h2{margin:1.6em 0 .6em;font-size:1.25em}
-.sub{color:#5d6475;margin:0}
-dl.meta{display:grid;grid-template-columns:max-content 1fr;gap:.2em 1.2em;background:#fff;
-padding:1em 1.2em;border-radius:10px;box-shadow:0 1px 3px #0001}
-dl.meta dt{color:#5d6475}dl.meta dd{margin:0;word-break:break-word}
-img.hist{max-width:100%;background:#fff;border-radius:10px;box-shadow:0 1px 3px #0001}
-.note{color:#5d6475;font-size:.92em}
-article.pair{background:#fff;border-radius:10px;box-shadow:0 1px 3px #0001;margin:1em 0;
-padding:.9em 1.2em}
-.head{display:flex;gap:1em;align-items:baseline;flex-wrap:wrap}
-.rank{color:#8a90a0;font-weight:600}.ids{font-weight:600;font-size:1.08em}
-.cos{margin-left:auto;background:#e8efff;color:#1d3c78;border-radius:999px;padding:.05em .7em;
-font-variant-numeric:tabular-nums}
-.stats{color:#3b4252;margin:.3em 0 .6em;font-variant-numeric:tabular-nums}
-.rare{color:#0a7a3b;font-weight:600}
-.latents{display:grid;grid-template-columns:1fr 1fr;gap:1.2em}
-@media (max-width:800px){.latents{grid-template-columns:1fr}}
-.latent h3{margin:.2em 0;font-size:1em}.expl{margin:.1em 0 .3em;font-style:italic}
-.expl.none{color:#8a90a0}.counts{color:#5d6475;font-size:.9em;margin:0 0 .4em}
-.ex{font:13px/1.9 ui-monospace,SFMono-Regular,Menlo,monospace;background:#fafbfd;
-border:1px solid #eceef3;border-radius:6px;padding:.15em .5em;margin:.25em 0;overflow-x:auto;
-white-space:nowrap}
-.ex .t{white-space:pre;border-radius:3px;padding:1px 0}.ex .c{outline:1.5px solid #c25400}
-.ex .v{color:#8a90a0;font-size:.85em;margin-right:.6em}
-table{border-collapse:collapse;background:#fff;width:100%;border-radius:10px;overflow:hidden;
-box-shadow:0 1px 3px #0001}th,td{text-align:left;padding:.45em .7em;border-bottom:1px solid #eceef3;
-vertical-align:top}th{background:#f0f2f7;font-weight:600}td.num{font-variant-numeric:tabular-nums}
-a{color:#2856c7;text-decoration:none}a:hover{text-decoration:underline}
-"""
-
-
 LABELS = {
     "count": "pairs reported",
     "n_matching": "pairs passing the thresholds",
@@ -160,10 +88,6 @@ LABELS = {
 }
 
 
-def _e(value: object) -> str:
-    return html.escape(str(value), quote=True)
-
-
 def _meta_value(value: object) -> str:
     if isinstance(value, Mapping):
         return "; ".join(f"{k}: {v}" for k, v in value.items() if v is not None)
@@ -172,130 +96,97 @@ def _meta_value(value: object) -> str:
     return str(value)
 
 
-def _link(index: int, neuronpedia_id: str | None) -> str:
-    url = _url(neuronpedia_id, index)
-    label = f"Latent {index}"
-    return f'<a href="{_e(url)}">{_e(label)}</a>' if url else _e(label)
+def _meta_rows(meta: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(label, value) lines of the page's Run section: the summary, counts and settings."""
+    shown = {**{k: v for k, v in meta.items() if k != "settings"}, **meta.get("settings", {})}
+    return [
+        (LABELS.get(k, k.replace("_", " ")), _meta_value(v))
+        for k, v in shown.items()
+        if v is not None and v is not False
+    ]
+
+
+@dataclass(frozen=True)
+class TokenWindow:
+    """One top example as the shared templates show it (the explorer's `Example` has the same
+    fields): token strings, their activations and where the maximum sits."""
+
+    tokens: list[str]
+    activations: list[float]
+    center: int
+    max_activation: float
+    context_id: int
+
+
+@dataclass(frozen=True)
+class LatentDetails:
+    """What a pair card shows of a latent beyond its `LatentRecord`."""
+
+    examples: list[TokenWindow] = field(default_factory=list)
+    firing_frequency: float | None = None
 
 
 def _visible(token: str) -> str:
-    """Line breaks and tabs inside a token would break the one-line example; show them."""
+    """Line breaks and tabs inside a token would break the example's line; show them."""
     return token.replace("\r", "").replace("\n", "↵").replace("\t", "⇥")
 
 
-def _example_html(example: Example, token_text: TokenText | None) -> str:
-    ids = [t for t in example.token_ids if t >= 0]
-    texts = iter(token_text(ids) if token_text else [f"\u27e8{t}\u27e9" for t in ids])
-    peak = max(example.max_act, 1e-12)
-    spans = [f'<span class="v">{example.max_act:.3g}</span>']
-    for k, (token, act) in enumerate(zip(example.token_ids, example.acts, strict=True)):
-        if token < 0:
-            continue
-        alpha = max(0.0, min(1.0, act / peak)) * 0.85
-        cls = "t c" if k == example.center else "t"
-        spans.append(
-            f'<span class="{cls}" style="background:rgba(255,140,0,{alpha:.2f})" '
-            f'title="{act:.4g}">{_e(_visible(next(texts)))}</span>'
-        )
-    return f'<div class="ex">{"".join(spans)}</div>'
-
-
-def _latent_html(index, firing, ablations, context: dict[str, Any]) -> str:
-    explanations, examples = context["explanations"], context["examples"]
-    explanation = explanations.get(index) if explanations else None
-    counts = f"fired on {firing:,} tokens"
-    if ablations is not None:
-        counts += f" · ablated in {ablations:,} contexts"
-    parts = [
-        f'<div class="latent"><h3>{_link(index, context["neuronpedia_id"])}</h3>',
-        f'<p class="expl">{_e(explanation)}</p>'
-        if explanation
-        else '<p class="expl none">no explanation available</p>',
-        f'<p class="counts">{_e(counts)}</p>',
-    ]
-    if examples is not None and index < examples.d_sae:
-        for example in examples.examples_for(index)[: context["examples_per_latent"]]:
-            parts.append(_example_html(example, context["token_text"]))
-    return "".join(parts) + "</div>"
-
-
-def _cooccurrence_text(pair: LatentPair) -> str:
-    text = (
-        f"Co-occurrence: observed {pair.cooccurrence:,} · expected if independent "
-        f"{pair.expected_cooccurrence:,.3g} · P(≤ observed) = {pair.p_at_most_observed:.2g}"
+def _window(example: Example, token_text: TokenText | None) -> TokenWindow:
+    kept = [k for k, t in enumerate(example.token_ids) if t >= 0]
+    ids = [example.token_ids[k] for k in kept]
+    texts = token_text(ids) if token_text else [f"\u27e8{t}\u27e9" for t in ids]
+    return TokenWindow(
+        tokens=[_visible(t) for t in texts],
+        activations=[example.acts[k] for k in kept],
+        center=sum(1 for k in kept if k < example.center),
+        max_activation=example.max_act,
+        context_id=example.context_id,
     )
-    cls = ' class="rare"' if pair.p_at_most_observed < 0.01 else ""
-    return f"<span{cls}>{_e(text)}</span>"
+
+
+def _details(
+    records: Sequence[PairRecord],
+    examples: TopExamples | None,
+    token_text: TokenText | None,
+    per_latent: int,
+) -> dict[int, LatentDetails]:
+    details = {}
+    for record in records:
+        for index in (record.a.id, record.b.id):
+            if index in details:
+                continue
+            found = []
+            if examples is not None and index < examples.d_sae:
+                found = [_window(e, token_text) for e in examples.examples_for(index)[:per_latent]]
+            details[index] = LatentDetails(examples=found)
+    return details
 
 
 def render_page(
     *,
     title: str,
     meta: Mapping[str, Any],
-    effect_pairs: Sequence[LatentPair],
-    decoder_pairs: Sequence[LatentPair] | None,
+    effect_pairs: Sequence[PairRecord],
+    decoder_pairs: Sequence[PairRecord] | None,
     histogram_data_uri: str,
-    **context: Any,
+    examples: TopExamples | None = None,
+    token_text: TokenText | None = None,
+    examples_per_latent: int = 3,
 ) -> str:
-    shown = {**{k: v for k, v in meta.items() if k != "settings"}, **meta.get("settings", {})}
-    rows = "".join(
-        f"<dt>{_e(LABELS.get(k, k.replace('_', ' ')))}</dt><dd>{_e(_meta_value(v))}</dd>"
-        for k, v in shown.items()
-        if v is not None and v is not False
-    )
-    out = [
-        f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>',
-        f'<meta name="viewport" content="width=device-width,initial-scale=1"><style>{CSS}</style>',
-        f"</head><body><header><h1>{_e(title)}</h1>",
-        '<p class="sub">Ablator latents whose ablation moves the reader SAE alike, yet which '
-        "rarely fire together: candidates for feature absorption.</p></header>",
-        f'<section><h2>Run</h2><dl class="meta">{rows}</dl></section>',
-        f'<section><h2>Cosine similarities</h2><img class="hist" alt="histogram" '
-        f'src="{_e(histogram_data_uri)}"></section>',
-        f"<section><h2>Pairs ({len(effect_pairs):,} shown of {meta.get('n_matching', 0):,})</h2>",
-        '<p class="note">Expected co-occurrence = f<sub>a</sub>·f<sub>b</sub>/N (firing counts, '
-        "tokens counted): the mean count if the latents fired independently. A small "
-        "P(≤ observed) means they avoid each other; a large one means the data are too thin "
-        "to tell. Highlighted tokens: the latent's activation (hover for values); the "
-        "outlined token holds the context's maximum.</p>",
-    ]
-    for rank, pair in enumerate(effect_pairs, start=1):
-        out += [
-            f'<article class="pair" id="pair-{rank}"><div class="head">',
-            f'<span class="rank">#{rank}</span><span class="ids">{pair.latent_a} ↔ '
-            f'{pair.latent_b}</span><span class="cos">cos {pair.cosine:.3f}</span></div>',
-            f'<div class="stats">{_cooccurrence_text(pair)}</div><div class="latents">',
-            _latent_html(pair.latent_a, pair.firing_a, pair.ablations_a, context),
-            _latent_html(pair.latent_b, pair.firing_b, pair.ablations_b, context),
-            "</div></article>",
-        ]
-    if not effect_pairs:
-        out.append('<p class="note">No pair passed the thresholds.</p>')
-    out.append("</section>")
-    if decoder_pairs is not None:
-        out.append(_decoder_section(decoder_pairs, context))
-    out.append("</body></html>\n")
-    return "".join(out)
-
-
-def _decoder_section(pairs: Sequence[LatentPair], context: dict[str, Any]) -> str:
-    explanations, np_id = context["explanations"], context["neuronpedia_id"]
-
-    def described(index: int) -> str:
-        text = explanations.get(index) if explanations else None
-        return _link(index, np_id) + (f"<br><i>{_e(text)}</i>" if text else "")
-
-    rows = "".join(
-        f'<tr><td class="num">{rank}</td><td>{described(p.latent_a)}</td>'
-        f"<td>{described(p.latent_b)}</td><td class='num'>{p.cosine:.3f}</td>"
-        f"<td class='num'>{p.cooccurrence:,} / {p.expected_cooccurrence:,.3g}</td></tr>"
-        for rank, p in enumerate(pairs, start=1)
-    )
+    """report.html: the explorer's pair cards and stylesheet in one standalone page."""
     return (
-        "<section><h2>Decoder-similarity pairs</h2><p class='note'>Latents that never (or "
-        "rarely) co-occur but whose decoder vectors point alike: the cheaper relative of the "
-        "search above.</p><table><tr><th>#</th><th>Latent</th><th>Latent</th><th>Decoder "
-        f"cosine</th><th>Co-occurrence observed / expected</th></tr>{rows}</table></section>"
+        make_environment()
+        .get_template("report.html")
+        .render(
+            title=title,
+            css=stylesheet(),
+            meta_rows=_meta_rows(meta),
+            n_matching=meta.get("n_matching", 0),
+            histogram_data_uri=histogram_data_uri,
+            effect_pairs=effect_pairs,
+            decoder_pairs=decoder_pairs,
+            details=_details(effect_pairs, examples, token_text, examples_per_latent),
+        )
     )
 
 
@@ -331,26 +222,22 @@ def write_report(
         "ablator_sae_id": neuronpedia_id,
         "explanations_source": explanations.source if explanations else "none",
     }
-    document: dict[str, Any] = {
-        "meta": meta,
-        "pairs": pairs_json(effect_pairs, explanations, neuronpedia_id),
-    }
+    records = pair_records(effect_pairs, explanations, neuronpedia_id)
+    document = PairsDocument(meta=meta, pairs=records)
     if decoder_pairs is not None:
-        document["decoder_pairs_meta"] = {
+        document.decoder_pairs_meta = {
             "count": len(decoder_pairs.pairs),
             "n_matching": decoder_pairs.n_matching,
             "settings": decoder_pairs.settings,
         }
-        document["decoder_pairs"] = pairs_json(
-            decoder_pairs, explanations, neuronpedia_id, "latent1", "latent2"
-        )
+        document.decoder_pairs = pair_records(decoder_pairs, explanations, neuronpedia_id)
     paths = {
         "pairs.json": out_dir / "pairs.json",
         "pairs.csv": out_dir / "pairs.csv",
         "histogram.png": out_dir / "histogram.png",
         "report.html": out_dir / "report.html",
     }
-    atomic_write_json(paths["pairs.json"], document)
+    atomic_write_json(paths["pairs.json"], document.to_json())
     write_csv(paths["pairs.csv"], effect_pairs, explanations, neuronpedia_id)
     threshold = effect_pairs.settings.get("cosine_sim_threshold")
     png = histogram_png(
@@ -362,11 +249,11 @@ def write_report(
     page = render_page(
         title=title,
         meta=meta,
-        effect_pairs=effect_pairs.pairs[:html_pairs],
-        decoder_pairs=decoder_pairs.pairs[:html_pairs] if decoder_pairs else None,
+        effect_pairs=records[:html_pairs],
+        decoder_pairs=(
+            document.decoder_pairs[:html_pairs] if document.decoder_pairs is not None else None
+        ),
         examples=examples,
-        explanations=explanations,
-        neuronpedia_id=neuronpedia_id,
         token_text=token_text,
         histogram_data_uri="data:image/png;base64," + base64.b64encode(png).decode(),
         examples_per_latent=examples_per_latent,

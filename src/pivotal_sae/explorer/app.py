@@ -19,6 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
+from pivotal_sae import render
 from pivotal_sae.errors import UserError
 from pivotal_sae.explorer import api, pages
 from pivotal_sae.explorer.browse import Browser, NotFound
@@ -63,6 +64,12 @@ def create_app(
     app.state.token = token
     app.include_router(api.router)
     app.include_router(pages.router)
+
+    @app.get("/static/style.css", include_in_schema=False)
+    def stylesheet() -> Response:
+        """The stylesheet shared with report.html lives in `pivotal_sae.render`."""
+        return Response(render.stylesheet(), media_type="text/css; charset=utf-8")
+
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.get("/healthz", include_in_schema=False)

@@ -7,12 +7,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from pivotal_sae.absorption.pair_records import LatentRecord
 from pivotal_sae.errors import UserError
 from pivotal_sae.explorer.engine import Explorer, LoadedSae, token_texts
 from pivotal_sae.explorer.run_data import RunData
 from pivotal_sae.explorer.schemas import Example, Latent, Pair, PairRef, PairSide, PairsPage
 
-PAIR_KINDS = {"effect": ("ablator1", "ablator2"), "decoder": ("latent1", "latent2")}
+PAIR_KINDS = ("effect", "decoder")
 
 
 class NotFound(LookupError):
@@ -59,14 +60,13 @@ class Browser:
 
     def _pair_ref(self, number: int, index: int) -> PairRef:
         assert self.run is not None
-        row = self.run.pairs[number]
-        first, second = row["ablator1"]["id"], row["ablator2"]["id"]
+        record = self.run.pairs[number]
         return PairRef(
             rank=number + 1,
-            partner=int(second if first == index else first),
-            cosine_similarity=float(row.get("cosine_similarity", 0.0)),
-            cooccurrence_count=row.get("cooccurrence_count"),
-            expected_cooccurrence=row.get("expected_cooccurrence"),
+            partner=record.b.id if record.a.id == index else record.a.id,
+            cosine_similarity=record.cosine_similarity,
+            cooccurrence_count=record.cooccurrence_count,
+            expected_cooccurrence=record.expected_cooccurrence,
         )
 
     def _decode_examples(self, index: int) -> list[Example]:
@@ -99,32 +99,30 @@ class Browser:
             raise NotFound("no --run directory is open on this server")
         if kind not in PAIR_KINDS:
             raise UserError(f"kind must be one of {', '.join(PAIR_KINDS)}, not {kind!r}")
-        rows = self.run.pairs if kind == "effect" else self.run.decoder_pairs
-        first, second = PAIR_KINDS[kind]
+        records = self.run.pairs if kind == "effect" else self.run.decoder_pairs
         loaded = self.explorer.sae(self.run_sae)
         page = [
             Pair(
                 rank=offset + n + 1,
-                a=self._side(row[first], loaded),
-                b=self._side(row[second], loaded),
-                cosine_similarity=float(row.get("cosine_similarity", 0.0)),
-                cooccurrence_count=row.get("cooccurrence_count"),
-                expected_cooccurrence=row.get("expected_cooccurrence"),
-                p_at_most_observed=row.get("p_at_most_observed"),
+                a=self._side(record.a, loaded),
+                b=self._side(record.b, loaded),
+                cosine_similarity=record.cosine_similarity,
+                cooccurrence_count=record.cooccurrence_count,
+                expected_cooccurrence=record.expected_cooccurrence,
+                p_at_most_observed=record.p_at_most_observed,
             )
-            for n, row in enumerate(rows[offset : offset + limit])
+            for n, record in enumerate(records[offset : offset + limit])
         ]
-        return PairsPage(sae=loaded.name, kind=kind, total=len(rows), offset=offset, pairs=page)
+        return PairsPage(sae=loaded.name, kind=kind, total=len(records), offset=offset, pairs=page)
 
-    def _side(self, side: dict[str, Any], loaded: LoadedSae) -> PairSide:
-        index = int(side["id"])
-        firing = side.get("firing_count")
+    def _side(self, side: LatentRecord, loaded: LoadedSae) -> PairSide:
+        firing = side.firing_count
         if firing is None and self.run is not None:
-            firing = self.run.firing(index)
+            firing = self.run.firing(side.id)
         return PairSide(
-            id=index,
-            explanation=side.get("explanation") or loaded.explanation(index),
-            url=side.get("url") or loaded.url(index),
+            id=side.id,
+            explanation=side.explanation or loaded.explanation(side.id),
+            url=side.url or loaded.url(side.id),
             firing_count=firing,
-            ablation_count=side.get("ablation_count"),
+            ablation_count=side.ablation_count,
         )

@@ -1,7 +1,8 @@
 """The HTML pages: Highlight (/), Pairs (/pairs) and Latent (/latent/SAE/INDEX).
 
 Templates are Jinja2 with autoescaping on for every template, so prompts, tokens and
-explanations always reach the browser as text. Pages carry no inline script (the CSP forbids
+explanations always reach the browser as text; the pair cards, token shading and the stylesheet
+are `pivotal_sae.render`'s, shared with `report.html`. Pages carry no inline script (the CSP forbids
 it); the Highlight page's behaviour lives in static/app.js and reads the API.
 """
 
@@ -17,6 +18,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from pivotal_sae.errors import UserError
 from pivotal_sae.explorer.browse import PAIR_KINDS, Browser, NotFound
+from pivotal_sae.render import make_environment
 
 TEMPLATES = Path(__file__).parent / "templates"
 PAIRS_PER_PAGE = 20
@@ -25,37 +27,19 @@ EXAMPLES_PER_PAIR_LATENT = 3
 router = APIRouter(include_in_schema=False)
 
 
-def shade_class(value: float, peak: float) -> str:
-    """One of 21 CSS classes a0..a20: the activation as a share of the peak, in 5% steps
-    (classes rather than inline styles, which the page's CSP does not allow)."""
-    if peak <= 0 or value <= 0:
-        return "a0"
-    return f"a{max(1, min(20, round(20 * value / peak)))}"
-
-
 def highlight_url(prompt: str, sae: str, feature: int) -> str:
     return "/?" + urlencode({"prompt": prompt, "sae": sae, "feature": feature})
 
 
 @functools.cache
 def environment() -> Any:
-    import jinja2
-
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(TEMPLATES),
-        autoescape=True,
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
+    """The explorer's page templates over the shared ones (`pivotal_sae.render`)."""
+    env = make_environment(TEMPLATES)
     env.globals.update(
-        shade=shade_class,
         highlight_url=highlight_url,
         pairs_per_page=PAIRS_PER_PAGE,
         short=lambda name: Path(name).name or name,
     )
-    env.filters["count"] = lambda n: "–" if n is None else f"{n:,}"
-    env.filters["num"] = lambda x, digits=3: "–" if x is None else f"{x:.{digits}g}"
     return env
 
 

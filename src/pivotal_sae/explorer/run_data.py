@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from pivotal_sae.absorption.examples import TopExamples
+from pivotal_sae.absorption.pair_records import PairRecord, PairsDocument
 from pivotal_sae.absorption.results_files import (
     COOCCURRENCES,
     EFFECTS,
@@ -39,11 +40,10 @@ class RunData:
     """An absorb run as the explorer needs it. Latent ids are the ablator SAE's."""
 
     path: Path
-    pairs: list[dict[str, Any]] = field(default_factory=list)
-    """`pairs.json`'s effect pairs, in its layout (`ablator1`, `ablator2`, `cosine_similarity`,
-    `cooccurrence_count`, `expected_cooccurrence`, `p_at_most_observed`)."""
-    decoder_pairs: list[dict[str, Any]] = field(default_factory=list)
-    """Decoder-similarity pairs (`latent1`, `latent2`, ...)."""
+    pairs: list[PairRecord] = field(default_factory=list)
+    """`pairs.json`'s effect pairs, best first."""
+    decoder_pairs: list[PairRecord] = field(default_factory=list)
+    """`pairs.json`'s decoder-similarity pairs, best first."""
     pairs_meta: dict[str, Any] = field(default_factory=dict)
     has_pairs_file: bool = False
     summary: dict[str, Any] = field(default_factory=dict)
@@ -189,34 +189,18 @@ def _read_json(path: Path) -> Any:
 
 
 def _read_pairs(run: RunData, path: Path) -> None:
-    document = _read_json(path)
-    if not isinstance(document, dict) or not isinstance(document.get("pairs"), list):
-        raise UserError(f"{path} is not an absorb report's pairs.json (no 'pairs' list)")
+    document = PairsDocument.read(path)
     run.has_pairs_file = True
-    run.pairs_meta = document.get("meta") if isinstance(document.get("meta"), dict) else {}
-    run.decoder_pairs = [p for p in document.get("decoder_pairs") or [] if _is_pair(p, "latent")]
-    run.pairs = [p for p in document["pairs"] if _is_pair(p, "ablator")]
-    if len(run.pairs) != len(document["pairs"]):
-        raise UserError(f"{path}: some pairs lack ablator1/ablator2 ids")
+    run.pairs_meta = document.meta
+    run.pairs = document.pairs
+    run.decoder_pairs = document.decoder_pairs or []
     for number, pair in enumerate(run.pairs):
-        for side in ("ablator1", "ablator2"):
-            latent = int(pair[side]["id"])
-            run._pairs_by_latent.setdefault(latent, []).append(number)
-    for pair, sides in [(p, ("ablator1", "ablator2")) for p in run.pairs] + [
-        (p, ("latent1", "latent2")) for p in run.decoder_pairs
-    ]:
-        for side in sides:
-            text = pair[side].get("explanation")
-            if isinstance(text, str) and text:
-                run.explanations.setdefault(int(pair[side]["id"]), text)
-
-
-def _is_pair(pair: Any, prefix: str) -> bool:
-    return isinstance(pair, dict) and all(
-        isinstance(pair.get(f"{prefix}{n}"), dict)
-        and isinstance(pair[f"{prefix}{n}"].get("id"), int)
-        for n in (1, 2)
-    )
+        for side in (pair.a, pair.b):
+            run._pairs_by_latent.setdefault(side.id, []).append(number)
+    for pair in run.pairs + run.decoder_pairs:
+        for side in (pair.a, pair.b):
+            if side.explanation:
+                run.explanations.setdefault(side.id, side.explanation)
 
 
 def load_run(path: Path) -> RunData:
