@@ -12,6 +12,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from .conftest import XSS
 
@@ -115,3 +116,68 @@ def test_pairs_and_latent_pages_in_chromium(page, live_server, tmp_path):
     page.locator(".example .ex-actions a").first.click()
     page.wait_for_selector("#tokens .tok")
     assert "Latent 0" in page.locator("#result-title").inner_text()
+
+
+def _page_width(page) -> int:
+    return page.evaluate("() => document.documentElement.scrollWidth")
+
+
+WORDS = [
+    " the", " representation", " of", " international", " organisations", " absorbed",
+    " latent", " features", " throughout", " Washington", " legislation", " and", ",",
+]  # fmt: skip
+
+
+def _wide_report(folder: Path) -> Path:
+    """A report whose examples have the default window (10 tokens before, 5 after) of long
+    words, as a real `absorb` run's have."""
+    from pivotal_sae.absorption.cooccurrence import DenseCooccurrence
+    from pivotal_sae.absorption.examples import TopExamples
+    from pivotal_sae.absorption.explanations import Explanations
+    from pivotal_sae.absorption.pairs import find_effect_pairs
+    from pivotal_sae.absorption.report import write_report
+
+    generator = torch.Generator().manual_seed(0)
+    acts_BSE = torch.rand(8, 32, 12, generator=generator) * (
+        torch.rand(8, 32, 12, generator=generator) < 0.1
+    )
+    counter = DenseCooccurrence(12)
+    counter.update(acts_BSE.reshape(-1, 12), contexts=8)
+    examples = TopExamples(12, 3, window_before=10, window_after=5)
+    token_ids_BS = torch.randint(0, len(WORDS), (8, 32), generator=generator)
+    examples.update(acts_BSE, token_ids_BS, torch.ones(8, 32, dtype=torch.bool), torch.arange(8))
+    search = find_effect_pairs(
+        torch.randn(12, 6, generator=generator), torch.ones(12, dtype=torch.int64), counter,
+        cooccurrence_threshold=100, cosine_sim_threshold=-1,
+    )  # fmt: skip
+    explained = Explanations({i: [f"mentions of institutions, case {i}"] for i in range(12)}, "t")
+    paths = write_report(
+        folder, search, examples=examples, explanations=explained, neuronpedia_id="m/s",
+        token_text=lambda ids: [WORDS[i] for i in ids], summary={"model": "tiny"}, html_pairs=5,
+    )  # fmt: skip
+    return paths["report.html"]
+
+
+@pytest.mark.parametrize("width", [1400, 1920])
+def test_pair_cards_fit_the_window(page, live_server, tmp_path, width):
+    """report.html and the Pairs page lay pair cards out alike, and neither is wider than the
+    window (issue 18: the report's right-hand latent column overflowed, a 1,981 px page in a
+    1,400 px window, while the explorer's fitted)."""
+    report = _wide_report(tmp_path / "run")
+    page.set_viewport_size({"width": width, "height": 1000})
+    try:
+        page.goto(report.as_uri())
+        assert page.locator("article.pair").count() == 5
+        report_width = _page_width(page)
+        page.locator("#pair-1").scroll_into_view_if_needed()
+        page.screenshot(path=str(tmp_path / f"report-cards-{width}.png"))
+        if os.environ.get("PIVOTAL_SAE_SCREENSHOTS"):
+            shutil.copy(
+                tmp_path / f"report-cards-{width}.png", os.environ["PIVOTAL_SAE_SCREENSHOTS"]
+            )
+        page.goto(live_server + "/pairs")
+        assert page.locator("article.pair").count() > 0
+        explorer_width = _page_width(page)
+    finally:
+        page.set_viewport_size({"width": 1200, "height": 900})
+    assert report_width <= width and explorer_width <= width, (report_width, explorer_width)

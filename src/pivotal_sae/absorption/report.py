@@ -58,7 +58,7 @@ def histogram_png(cosines: Sequence[float], title: str, log_scale: bool = True) 
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
     if cosines:
-        axes.hist(cosines, bins=50, color="#5b8def", edgecolor="#1d3c78", alpha=0.85)
+        axes.hist(cosines, bins=50, color="#818cf8", edgecolor="#4f46e5")  # style.css accent
         if log_scale:
             from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
