@@ -93,7 +93,7 @@ def test_html_uses_the_explorers_stylesheet_and_cards(tmp_path, generator):
     assert 'id="pair-1"' in page and f"{first.latent_a} ↔ {first.latent_b}" in page
     assert f"cosine {first.cosine:.3f}" in page
     assert f"co-occur {first.cooccurrence:,}" in page and "P(≤ observed) = " in page
-    assert f"fires on {first.firing_a:,} tokens" in page
+    assert f"fires on {first.firing_a:,} tokens ({100 * first.firing_a / 240:.3g}%)" in page
     assert f'href="https://www.neuronpedia.org/m/s/{first.latent_a}"' in page
     assert 'class="maxact"' in page and 'class="tok ' in page and "tok a" in page
     assert "Decoder-similarity pairs" in page and page.count("<tr>") == 1 + min(

@@ -149,17 +149,28 @@ def _details(
     examples: TopExamples | None,
     token_text: TokenText | None,
     per_latent: int,
+    tokens_counted: int | None,
 ) -> dict[int, LatentDetails]:
     details = {}
     for record in records:
-        for index in (record.a.id, record.b.id):
-            if index in details:
+        for side in (record.a, record.b):
+            if side.id in details:
                 continue
             found = []
-            if examples is not None and index < examples.d_sae:
-                found = [_window(e, token_text) for e in examples.examples_for(index)[:per_latent]]
-            details[index] = LatentDetails(examples=found)
+            if examples is not None and side.id < examples.d_sae:
+                found = [
+                    _window(e, token_text) for e in examples.examples_for(side.id)[:per_latent]
+                ]
+            frequency = None
+            if tokens_counted and side.firing_count is not None:
+                frequency = side.firing_count / tokens_counted
+            details[side.id] = LatentDetails(examples=found, firing_frequency=frequency)
     return details
+
+
+def _tokens(meta: Mapping[str, Any]) -> int | None:
+    value = meta.get("tokens_counted")
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def render_page(
@@ -185,7 +196,9 @@ def render_page(
             histogram_data_uri=histogram_data_uri,
             effect_pairs=effect_pairs,
             decoder_pairs=decoder_pairs,
-            details=_details(effect_pairs, examples, token_text, examples_per_latent),
+            details=_details(
+                effect_pairs, examples, token_text, examples_per_latent, _tokens(meta)
+            ),
         )
     )
 
