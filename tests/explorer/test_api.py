@@ -181,6 +181,7 @@ def test_tokenizers_without_offsets(browser):
     from pivotal_sae.explorer.client import pieces, render_standalone
     from pivotal_sae.explorer.engine import Explorer
     from pivotal_sae.lm.model import LanguageModel
+    from pivotal_sae.render import stylesheet
 
     fast = browser.explorer.lm
     lm = LanguageModel(fast.model, _NoOffsets(fast.tokenizer), "no-offsets")
@@ -193,3 +194,4 @@ def test_tokenizers_without_offsets(browser):
     assert "".join(p.text for p in pieces(result)[1:]) == "the union, < b > strong < / b >."
     page = render_standalone(result)
     assert "<b>" not in page and page.count(">&lt;</span>") == 2
+    assert stylesheet() in page  # the explorer's one stylesheet, inlined

@@ -2,8 +2,9 @@
 
 The page is computed by a running `pivotal-sae serve` (`--server URL`, through
 `POST /api/highlight`) or, without one, in this process. Either way the client, not the server,
-writes the file, to the path the user gives here. The page has inline CSS, no script and no
-external asset, and every piece of text in it is HTML-escaped.
+writes the file, to the path the user gives here. The page inlines the explorer's stylesheet
+(`pivotal_sae.render`), has no script and no external asset, and every piece of text in it is
+HTML-escaped.
 """
 
 from __future__ import annotations
@@ -56,8 +57,10 @@ def pieces(h: HighlightResponse) -> list[Piece]:
 
 def render_standalone(h: HighlightResponse) -> str:
     from pivotal_sae.explorer.pages import environment
+    from pivotal_sae.render import stylesheet
 
-    return environment().get_template("standalone.html").render(h=h, pieces=pieces(h))
+    page = environment().get_template("standalone.html")
+    return page.render(h=h, pieces=pieces(h), css=stylesheet())
 
 
 def highlight_via_server(config: HighlightConfig) -> HighlightResponse:
