@@ -79,6 +79,7 @@ def test_lower_layers_import_no_higher_one():
     assert not graph["saes"] & {"lm", "training", "absorption", "toy", "explorer", "cli"}
     for base in ("runs", "errors"):
         assert graph[base] <= {"errors"}, (base, graph[base])
+    assert not graph["render"], "the shared templates and stylesheet depend on nothing of ours"
 
 
 def test_the_explorer_never_trains():
