@@ -78,6 +78,8 @@ class TopKSae(nn.Module):
     """Linear encoder with bias, keep the k largest pre-activations per row, linear decoder."""
 
     architecture = "topk"
+    #: Constructor options of this architecture beyond the common ones (`toy_io.build_toy_sae`).
+    own_options: tuple[str, ...] = ()
 
     def __init__(
         self,
