@@ -203,7 +203,8 @@ def _read_pairs(run: RunData, path: Path) -> None:
     if not isinstance(document, dict) or not isinstance(document.get("pairs"), list):
         raise UserError(f"{path} is not an absorb report's pairs.json (no 'pairs' list)")
     run.has_pairs_file = True
-    run.pairs_meta = document.get("meta") if isinstance(document.get("meta"), dict) else {}
+    meta = document.get("meta")
+    run.pairs_meta = meta if isinstance(meta, dict) else {}
     run.decoder_pairs = [p for p in document.get("decoder_pairs") or [] if _is_pair(p, "latent")]
     run.pairs = [p for p in document["pairs"] if _is_pair(p, "ablator")]
     if len(run.pairs) != len(document["pairs"]):
@@ -241,12 +242,12 @@ def load_run(path: Path) -> RunData:
             f"--run {path} is not an absorb run directory: it holds none of {', '.join(RUN_FILES)}"
         )
     run = RunData(path=path)
-    if files[COOCCURRENCES]:
-        _read_cooccurrences(run, files[COOCCURRENCES])
-    if files[EFFECTS]:
-        _read_effects_metadata(run, files[EFFECTS])
-    if files[TOP_EXAMPLES]:
-        _read_examples(run, files[TOP_EXAMPLES])
+    if cooccurrences := files[COOCCURRENCES]:
+        _read_cooccurrences(run, cooccurrences)
+    if effects := files[EFFECTS]:
+        _read_effects_metadata(run, effects)
+    if examples := files[TOP_EXAMPLES]:
+        _read_examples(run, examples)
     if pairs_path.is_file():
         _read_pairs(run, pairs_path)
     for name, attribute in (("summary.json", "summary"), ("manifest.json", "manifest")):

@@ -66,6 +66,7 @@ def winning_children(
 
 class HierarchicalSae(TopKSae):
     architecture = "hierarchical"
+    child_ratio_H: Tensor
     #: Constructor options of this architecture beyond the common ones (`toy_io.build_toy_sae`).
     own_options: tuple[str, ...] = ("n_children", "parent_recon_coeff")
 
@@ -221,7 +222,7 @@ class HierarchicalSae(TopKSae):
 
     def child_directions_ENM(self, adjusted: bool = True) -> Float[Tensor, "E N M"]:
         """Effective child directions `d_e + r_en d_en` (r = 1 when not `adjusted`)."""
-        child_HM = self.W_dec_child
+        child_HM: Tensor = self.W_dec_child
         if adjusted:
             child_HM = child_HM * self.child_ratio_H[:, None]
         return self.W_dec[:, None, :] + child_HM.view(self.d_sae, self.n_children, -1)

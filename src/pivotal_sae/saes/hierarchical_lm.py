@@ -29,6 +29,8 @@ _TENSORS = ("W_enc", "b_enc", "W_dec", "b_dec", "W_enc_child", "b_enc_child", "W
 class HierarchicalLmSae(Sae):
     """Inference view: encode to E parent + H child activations; decode their sum."""
 
+    child_ratio_H: torch.Tensor
+
     def __init__(self, info: SaeInfo, n_children: int, relu: bool, **t: torch.Tensor) -> None:
         nn.Module.__init__(self)
         self.info, self.n_children, self.relu = info, n_children, relu

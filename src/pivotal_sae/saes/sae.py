@@ -388,7 +388,10 @@ def sae_cfg_dict(sae: Sae | SaeInfo, dtype: torch.dtype = torch.float32) -> dict
 class SaeLensBacked(Sae):
     """An SAE whose arithmetic SAELens does (architectures or options `Sae` does not cover)."""
 
-    def __init__(self, info: SaeInfo, inner: nn.Module) -> None:
+    inner: Any
+    """The SAELens SAE (typed loosely: SAELens is imported only when one is loaded)."""
+
+    def __init__(self, info: SaeInfo, inner: Any) -> None:
         nn.Module.__init__(self)
         self.info = info
         self.inner = inner

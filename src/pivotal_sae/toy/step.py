@@ -79,10 +79,12 @@ def after_step_(lab: ToyLab, x_BM: Tensor, out: ToySaeOutput, step: int) -> None
     config, sae = lab.config, lab.sae
     if config.normalize_decoder:
         sae.normalize_decoder_()
-    hierarchical = isinstance(sae, HierarchicalSae)
-    child_fires_H = sae.update_child_ratios_(out) if hierarchical else None
+    child_fires_H = sae.update_child_ratios_(out) if isinstance(sae, HierarchicalSae) else None
     if config.balance_rate or config.aux_k or config.resample_every:
-        counts = sae.firing_counts(out, child_fires_H) if hierarchical else sae.firing_counts(out)
+        if isinstance(sae, HierarchicalSae):
+            counts = sae.firing_counts(out, child_fires_H)
+        else:
+            counts = sae.firing_counts(out)
         if config.balance_rate:
             fires_E, _ = next(iter(counts.values()))  # parents, or the flat latents
             sae.update_balance_(fires_E, x_BM.shape[0], config.balance_rate)
@@ -104,7 +106,7 @@ def adam_step_(optimizer: torch.optim.Adam, grads: Sequence[Tensor]) -> None:
     params = group["params"]
     states = [optimizer.state.get(param) for param in params]
     if not (
-        all(states)
+        all(state is not None for state in states)
         and not (group["amsgrad"] or group.get("capturable") or group.get("differentiable"))
         and not group["weight_decay"]
         and isinstance(group["lr"], float)
@@ -116,13 +118,14 @@ def adam_step_(optimizer: torch.optim.Adam, grads: Sequence[Tensor]) -> None:
             param.grad = None
         return
     beta1, beta2 = group["betas"]
+    ready = [state for state in states if state is not None]  # all of them (checked above)
     adam_functional(
         params,
         list(grads),
-        [state["exp_avg"] for state in states],
-        [state["exp_avg_sq"] for state in states],
+        [state["exp_avg"] for state in ready],
+        [state["exp_avg_sq"] for state in ready],
         [],
-        [state["step"] for state in states],
+        [state["step"] for state in ready],
         foreach=group.get("foreach"),
         fused=group.get("fused"),
         amsgrad=False,

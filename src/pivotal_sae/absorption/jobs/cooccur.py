@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from pivotal_sae import distributed
-from pivotal_sae.absorption.config import CooccurConfig
+from pivotal_sae.absorption.config import CooccurConfig, CooccurrenceJobConfig
 from pivotal_sae.absorption.cooccurrence import (
     DenseCooccurrence,
     SparseCooccurrence,
@@ -143,7 +143,7 @@ def count_contexts(
 
 
 def cooccurrence_stage(
-    config: Any,
+    config: CooccurrenceJobConfig,
     models: setup.Models,
     contexts: Contexts,
     run_dir: Path,
