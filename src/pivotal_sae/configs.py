@@ -18,13 +18,16 @@ import textwrap
 import typing
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal, TypeVar, get_args, get_origin
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, get_args, get_origin
 
 import typer
 
 from pivotal_sae.errors import UserError
 
-T = TypeVar("T")
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+T = TypeVar("T", bound="DataclassInstance")
 
 #: Option names that take several values; `expand_multi_value_options` lets users write them
 #: the argparse way (`--selected-features 3000 9000`) as the original scripts accepted.
@@ -65,7 +68,8 @@ def _option_type(annotation: Any) -> tuple[Any, dict[str, Any]]:
         if len(non_none) == 1:
             return _option_type(non_none[0])
     if origin is Literal:
-        choices = enum.Enum("Choice", {str(a): str(a) for a in args}, type=str)
+        # Typer needs a runtime Enum for choices; its members are only known at run time.
+        choices = enum.Enum("Choice", {str(a): str(a) for a in args}, type=str)  # type: ignore[misc]
         return choices, {"case_sensitive": False}
     return annotation, {}
 
@@ -102,9 +106,9 @@ def typer_command(config_cls: type[T], job: Callable[[T], Any]) -> Callable[...,
         )
         if is_list:
             MULTI_VALUE_OPTIONS.update(names)
-            kind = list[get_args(kind)[0]]
+            kind = list[get_args(kind)[0]]  # type: ignore[misc]
             default = list(default) if default else None
-        annotation = typing.Annotated[kind, option]
+        annotation = typing.Annotated[kind, option]  # type: ignore[valid-type]
         annotations[f.name] = annotation
         parameters.append(
             inspect.Parameter(

@@ -28,7 +28,7 @@ def test_adam_step_matches_optimizer_step_exactly():
         for group in (*fast_opt.param_groups, *plain_opt.param_groups):
             group["lr"] = 1e-2 / (step + 1)
         if step == 1:
-            # From the second step on the kernel is called directly, never optimizer.step().
+            # From the second step on Adam's functional form is called, never optimizer.step().
             fast_opt.step = lambda: pytest.fail("took the slow path")  # type: ignore[method-assign]
         adam_step_(fast_opt, grads)
         for p, g in zip(plain, grads, strict=True):

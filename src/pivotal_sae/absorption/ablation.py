@@ -24,11 +24,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
 from pivotal_sae.errors import UserError
 from pivotal_sae.saes.sae import Sae
+
+if TYPE_CHECKING:
+    from torch.distributed import ProcessGroup
 
 
 @dataclass
@@ -107,6 +111,11 @@ class AblationEffects:
     ) -> None:
         self.d_sae, self.reader_d_sae = d_sae, reader_d_sae
         self.device = torch.device(device)
+        self._empty(initial_rows)
+
+    def _empty(self, initial_rows: int = 1024) -> None:
+        """No rows, no counts (what `__init__` leaves)."""
+        d_sae, reader_d_sae = self.d_sae, self.reader_d_sae
         self.slot_e = torch.full((d_sae,), -1, dtype=torch.int64, device=self.device)
         self.rows_RE = torch.zeros(
             min(initial_rows, d_sae), reader_d_sae, dtype=torch.float32, device=self.device
@@ -193,7 +202,7 @@ class AblationEffects:
             and bool((ids_R[1:] > ids_R[:-1]).all())
         ):
             raise UserError(f"saved effects row ids are not distinct latents below {self.d_sae}")
-        self.__init__(self.d_sae, self.reader_d_sae, self.device, max(1, ids_R.numel()))
+        self._empty(max(1, ids_R.numel()))
         ids_R = ids_R.to(self.device, torch.int64)
         self.reserve(ids_R)
         self.rows_RE[self.slot_e[ids_R]] = rows_RE.to(self.device, torch.float32)
@@ -207,7 +216,7 @@ class AblationEffects:
         self.rows_RE.index_add_(0, self.slot_e[ids_R], rows_RE.to(self.device))
         self.how_often_activated_e += other.how_often_activated_e.to(self.device)
 
-    def all_reduce_(self, group: object | None = None) -> None:
+    def all_reduce_(self, group: ProcessGroup | None = None) -> None:
         """Sum the effects and counts of all ranks into rank 0; the other ranks are left empty,
         so reducing again later stays exact. Ranks may hold different rows: each first takes
         a row for every latent any rank has ablated (ids ascending), then one (U × E) sum."""
@@ -224,7 +233,7 @@ class AblationEffects:
         if dist.get_rank(group) == 0:
             self.rows_RE[self.slot_e[union_U]] = rows_UE
         else:
-            self.__init__(self.d_sae, self.reader_d_sae, self.device)
+            self._empty()
 
 
 @torch.no_grad()

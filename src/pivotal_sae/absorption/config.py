@@ -294,3 +294,10 @@ def defaults_of(config_cls: type) -> dict[str, Any]:
         elif f.default_factory is not dataclasses.MISSING:
             out[f.name] = f.default_factory()
     return out
+
+
+#: The configs each stage accepts: its own command's, or `absorb`'s, which runs every stage.
+CooccurrenceJobConfig = CooccurConfig | AbsorbConfig
+AblationJobConfig = AblateConfig | AbsorbConfig
+PairJobConfig = PairsConfig | AbsorbConfig
+ModelJobConfig = CooccurConfig | AblateConfig | AbsorbConfig

@@ -24,11 +24,14 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 
 from pivotal_sae.errors import UserError
+
+if TYPE_CHECKING:
+    from torch.distributed import ProcessGroup
 
 INT32_MAX = 2**31 - 1
 #: Pairs generated per chunk of tokens; bounds the transient memory of one step (~8 B each).
@@ -213,7 +216,7 @@ class _Counter:
         self.contexts_processed = int(state["contexts_processed"])
         self.firing_counts_e = state["firing_counts_e"].to(self.device, torch.int64).clone()
 
-    def _reduce_scalars(self, group: object | None) -> tuple[int, int, bool]:
+    def _reduce_scalars(self, group: ProcessGroup | None) -> tuple[int, int, bool]:
         import torch.distributed as dist
 
         totals = torch.tensor(
@@ -345,7 +348,9 @@ class DenseCooccurrence(_Counter):
             )
         self.packed_counts = packed.to(self.device).clone()
 
-    def all_reduce_(self, group: object | None = None, keep_on_all_ranks: bool = False) -> None:
+    def all_reduce_(
+        self, group: ProcessGroup | None = None, keep_on_all_ranks: bool = False
+    ) -> None:
         """Sum the counts of all ranks. Afterwards rank 0 holds the totals so far and the other
         ranks hold zeros (unless `keep_on_all_ranks`), so reducing again later stays exact."""
         import torch.distributed as dist
@@ -477,7 +482,9 @@ class SparseCooccurrence(_Counter):
         self.keys = keys.to(self.storage_device, torch.int64).clone()
         self.counts = counts.to(self.storage_device, torch.int64).clone()
 
-    def all_reduce_(self, group: object | None = None, keep_on_all_ranks: bool = False) -> None:
+    def all_reduce_(
+        self, group: ProcessGroup | None = None, keep_on_all_ranks: bool = False
+    ) -> None:
         """Merge the pairs of all ranks (gathered, since each rank holds different keys).
         Afterwards rank 0 holds the totals and the others are empty, unless
         `keep_on_all_ranks`."""

@@ -14,10 +14,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
 from pivotal_sae.errors import UserError
+
+if TYPE_CHECKING:
+    from torch.distributed import ProcessGroup
 
 #: Tensors of the state, in the order they are merged; names end in dimension letters
 #: (E latents, K examples per latent, W window positions).
@@ -159,7 +163,7 @@ class TopExamples:
         latents = torch.arange(self.d_sae, device=self.device)
         self._merge_rows(latents, {n: getattr(other, n).to(self.device) for n in STATE_TENSORS})
 
-    def all_reduce_(self, group: object | None = None) -> None:
+    def all_reduce_(self, group: ProcessGroup | None = None) -> None:
         """Every rank ends up with the examples of all ranks (they are small: E·K·W)."""
         import torch.distributed as dist
 

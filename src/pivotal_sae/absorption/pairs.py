@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 
@@ -34,6 +34,9 @@ from pivotal_sae.absorption.cooccurrence import (
     expected_cooccurrence,
 )
 from pivotal_sae.errors import UserError
+
+if TYPE_CHECKING:
+    from pivotal_sae.absorption.ablation import AblationEffects
 
 DEFAULT_BLOCK = 4096
 
@@ -69,7 +72,7 @@ class PairSearch:
     n_matching: int
     n_rows: int
     """Latents compared (ablated at least once, for effect pairs)."""
-    settings: dict[str, object]
+    settings: Mapping[str, object]
 
 
 def poisson_cdf(observed: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
@@ -192,7 +195,7 @@ def _pairs_from(
 
 
 def find_effect_pairs(
-    effects_eE: torch.Tensor,
+    effects_eE: torch.Tensor | AblationEffects,
     how_often_activated_e: torch.Tensor,
     cooccurrences: CooccurrenceCounts | torch.Tensor,
     *,
@@ -211,7 +214,9 @@ def find_effect_pairs(
     `cooccurrences` is a counter from `cooccurrence.py` or a full `cooccurrences_ee` tensor
     (then pass `tokens_counted`). `just_these` restricts to pairs with at least one of those
     latents. Only latents ablated at least `min_ablations` times take part (1: all that were
-    ablated, as the original). Runs on `device` (default: that of `effects_eE`).
+    ablated, as the original). `effects_eE` is a dense (e, E) tensor or the sparse-row
+    `AblationEffects` the jobs keep (only its measured rows are read). Runs on `device`
+    (default: that of `effects_eE`).
     """
     e = effects_eE.shape[0]
     if how_often_activated_e.shape != (e,):
@@ -227,11 +232,12 @@ def find_effect_pairs(
         )
     if just_these is not None and any(not 0 <= i < e for i in just_these):
         raise UserError(f"--just-these latents must lie in [0, {e})")
-    device = torch.device(device) if device is not None else effects_eE.device
+    where = effects_eE.device
+    device = torch.device(device) if device is not None else torch.device(where)
     ablations_e = how_often_activated_e.to(device, torch.int64)
     measured_m = (ablations_e >= max(min_ablations, 1)).nonzero()[:, 0]
     # Select the measured rows where the effects are, then move: one (m, E) copy on the device.
-    vecs_mE = effects_eE[measured_m.to(effects_eE.device)].to(device, torch.float32)
+    vecs_mE = effects_eE[measured_m.to(where)].to(device, torch.float32)
     if skip_torch_sign:
         vecs_mE = torch.nn.functional.normalize(vecs_mE, dim=1)
         nnz_m = None

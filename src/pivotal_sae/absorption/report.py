@@ -41,7 +41,7 @@ def write_csv(path: Path, search: PairSearch, explanations, neuronpedia_id) -> N
     writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS, lineterminator="\n")
     writer.writeheader()
     for rank, pair in enumerate(search.pairs, start=1):
-        row = {k: v for k, v in pair.as_dict().items() if k in CSV_FIELDS}
+        row: dict[str, object] = {k: v for k, v in pair.as_dict().items() if k in CSV_FIELDS}
         for side, index in (("a", pair.latent_a), ("b", pair.latent_b)):
             row[f"explanation_{side}"] = (explanations.get(index) if explanations else None) or ""
             row[f"url_{side}"] = _url(neuronpedia_id, index) or ""

@@ -12,7 +12,7 @@ import typer
 try:  # Typer >= 0.20 carries its own copy of Click
     from typer._click import exceptions as click_exceptions
 except ImportError:  # pragma: no cover
-    from click import exceptions as click_exceptions
+    from click import exceptions as click_exceptions  # type: ignore[no-redef]
 
 from pivotal_sae.configs import expand_multi_value_options
 from pivotal_sae.errors import UserError

@@ -3,7 +3,7 @@ so a model call never blocks the event loop, and the explorer's lock orders them
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.security import HTTPBearer
@@ -20,7 +20,7 @@ from pivotal_sae.explorer.schemas import (
     TopLatentsResponse,
 )
 
-ERRORS = {
+ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "Missing or wrong bearer token (only when the server has --token)."},
     413: {"description": "Request body over the server's --max-request-bytes."},
     422: {"description": "Invalid input: unknown SAE, latent out of range, prompt too long."},

@@ -215,12 +215,12 @@ def load_run(path: Path) -> RunData:
             f"--run {path} is not an absorb run directory: it holds none of {', '.join(RUN_FILES)}"
         )
     run = RunData(path=path)
-    if files[COOCCURRENCES]:
-        _read_cooccurrences(run, files[COOCCURRENCES])
-    if files[EFFECTS]:
-        _read_effects_metadata(run, files[EFFECTS])
-    if files[TOP_EXAMPLES]:
-        _read_examples(run, files[TOP_EXAMPLES])
+    if cooccurrences := files[COOCCURRENCES]:
+        _read_cooccurrences(run, cooccurrences)
+    if effects := files[EFFECTS]:
+        _read_effects_metadata(run, effects)
+    if examples := files[TOP_EXAMPLES]:
+        _read_examples(run, examples)
     if pairs_path.is_file():
         _read_pairs(run, pairs_path)
     for name, attribute in (("summary.json", "summary"), ("manifest.json", "manifest")):

@@ -100,8 +100,8 @@ def _check_file(file: Path, text_column: str) -> None:
         ) from None
     if file.suffix == ".jsonl":
         rows = (line for line in text.splitlines() if line.strip())
-        for number, line in enumerate(itertools.islice(rows, _JSONL_ROWS_CHECKED), 1):
-            _jsonl_text(line, file, number, text_column)
+        for number, row in enumerate(itertools.islice(rows, _JSONL_ROWS_CHECKED), 1):
+            _jsonl_text(row, file, number, text_column)
 
 
 def _jsonl_text(line: str, file: Path, number: int, text_column: str) -> str:

@@ -29,8 +29,8 @@ HOOK_ORDER = {
     "hook_normalized_resid_post": 5,
 }
 
-_BLOCK_INPUT = ("", "input")
-_BLOCK_OUTPUT = ("", "output")
+_BLOCK_INPUT: tuple[str, Where] = ("", "input")
+_BLOCK_OUTPUT: tuple[str, Where] = ("", "output")
 
 
 @dataclass(frozen=True)
@@ -165,7 +165,7 @@ class HookMap:
             layer, suffix = int(match.group(1)), match.group(2)
             path, where = self.family.sites[suffix]
             block = self.layers[layer]
-            boundary = None
+            boundary: Literal["block_input", "block_output"] | None = None
             if path == "":
                 boundary = "block_input" if where == "input" else "block_output"
             additive = suffix == "hook_mlp_out" and self.family.name in PRE_NORM_FAMILIES

@@ -13,7 +13,7 @@ import inspect
 import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import torch
 from torch import nn
@@ -97,7 +97,7 @@ class LanguageModel:
     def __init__(self, model: nn.Module, tokenizer: Any, name: str) -> None:
         self.model = model.eval()
         self.base: nn.Module = getattr(model, "base_model", model)
-        self.config = model.config
+        self.config: Any = cast(Any, model).config  # a transformers PretrainedConfig
         self.tokenizer = tokenizer
         self.name = name
         self.hooks = HookMap(model, self.base, self.config.model_type)

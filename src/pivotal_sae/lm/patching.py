@@ -14,6 +14,7 @@ forward per variant from the embeddings at batch size 1, as the original researc
 from __future__ import annotations
 
 import contextlib
+import functools
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -201,7 +202,7 @@ def run_patched_naive(
         real_S = attention_mask_BS[context].bool()
         ids_1S = input_ids_BS[context][real_S][None]
         delta_1SM = delta_VSM[v][real_S.to(delta_VSM.device)][None].to(lm.device, lm.dtype)
-        with hooked(ablator, lambda t, d=delta_1SM: t + d):
+        with hooked(ablator, functools.partial(torch.add, other=delta_1SM)):
             acts = lm.activations(ids_1S, torch.ones_like(ids_1S), [reader_hook])[reader_hook]
         out_VSM[v, real_S.to(lm.device)] = acts[0]
     return out_VSM

@@ -7,9 +7,10 @@ embedding accepts once its vocabulary is set to that size.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import torch
+from torch import nn
 
 from pivotal_sae.lm.model import LanguageModel, parse_dtype
 
@@ -41,11 +42,10 @@ def random_gemma2(
     options = {**SHAPES[shape], **overrides}
     if n_layers is not None:
         options["num_hidden_layers"] = n_layers
-    config = Gemma2Config(
-        vocab_size=VOCAB, sliding_window=4096, attn_implementation="eager", **options
-    )
+    config = Gemma2Config(vocab_size=VOCAB, sliding_window=4096, **options)
+    config._attn_implementation = "eager"  # Gemma-2's soft-capped attention needs eager
     torch.manual_seed(seed)
     with torch.device(device):
-        model = Gemma2Model(config).to(parse_dtype(dtype)).eval()
+        model = cast(nn.Module, Gemma2Model(config)).to(parse_dtype(dtype)).eval()
     tokenizer = AutoTokenizer.from_pretrained(default_model_path())
     return LanguageModel(model, tokenizer, f"random-{shape}")

@@ -45,8 +45,30 @@ def centered_sibling_rows(
     return (rows_ENM / rows_ENM.norm(dim=-1, keepdim=True).clamp_min(1e-8)).flatten(0, 1)
 
 
+def winning_children(
+    child_pre_acts_XH: Tensor, values_XK: Tensor, indices_XK: Tensor, n_children: int, relu: bool
+) -> tuple[Tensor, Tensor]:
+    """SPEC §1's child rule, for any leading dimensions X: under each kept parent only the
+    sibling with the largest pre-activation survives, and only where the parent fires.
+
+    Returns the winners' values and their slots among the siblings (child latent
+    `parent * n_children + slot`). The toy SAE and the language-model view both encode with it.
+    """
+    under_parent_XKN = child_pre_acts_XH.unflatten(-1, (-1, n_children)).gather(
+        -2, indices_XK[..., None].expand(*indices_XK.shape, n_children)
+    )
+    child_values_XK, child_slots_XK = under_parent_XKN.max(dim=-1)
+    if relu:
+        child_values_XK = child_values_XK.relu()
+    # A child fires only where its parent does (a ReLU'd parent of 0 does not fire).
+    return torch.where(values_XK != 0, child_values_XK, 0.0), child_slots_XK
+
+
 class HierarchicalSae(TopKSae):
     architecture = "hierarchical"
+    child_ratio_H: Tensor
+    #: Constructor options of this architecture beyond the common ones (`toy_io.build_toy_sae`).
+    own_options: tuple[str, ...] = ("n_children", "parent_recon_coeff")
 
     def __init__(
         self,
@@ -88,16 +110,11 @@ class HierarchicalSae(TopKSae):
         reconstruction, which the hand-written gradients reuse rather than recompute."""
         pre_acts_BE = torch.addmm(self.b_enc, x_BM, self.W_enc)
         values_BK, indices_BK = self.select(pre_acts_BE)
-        batch, n = x_BM.shape[0], self.n_children
+        n = self.n_children
         child_pre_acts_BH = torch.addmm(self.b_enc_child, x_BM, self.W_enc_child)
-        under_parent_BKN = child_pre_acts_BH.view(batch, self.d_sae, n).gather(
-            1, indices_BK[..., None].expand(-1, -1, n)
+        child_values_BK, child_slots_BK = winning_children(
+            child_pre_acts_BH, values_BK, indices_BK, n, self.relu
         )
-        child_values_BK, child_slots_BK = under_parent_BKN.max(dim=-1)
-        if self.relu:
-            child_values_BK = child_values_BK.relu()
-        # A child fires only where its parent does (a ReLU'd parent of 0 does not fire).
-        child_values_BK = torch.where(values_BK != 0, child_values_BK, 0.0)
         child_acts_BH = scatter_dense(
             child_values_BK, indices_BK * n + child_slots_BK, self.d_sae * n
         )
@@ -205,7 +222,7 @@ class HierarchicalSae(TopKSae):
 
     def child_directions_ENM(self, adjusted: bool = True) -> Float[Tensor, "E N M"]:
         """Effective child directions `d_e + r_en d_en` (r = 1 when not `adjusted`)."""
-        child_HM = self.W_dec_child
+        child_HM: Tensor = self.W_dec_child
         if adjusted:
             child_HM = child_HM * self.child_ratio_H[:, None]
         return self.W_dec[:, None, :] + child_HM.view(self.d_sae, self.n_children, -1)

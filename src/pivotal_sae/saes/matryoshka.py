@@ -26,6 +26,8 @@ def default_prefixes(d_sae: int, smallest: int = 8) -> tuple[int, ...]:
 
 class MatryoshkaSae(TopKSae):
     architecture = "matryoshka"
+    #: Constructor options of this architecture beyond the common ones (`toy_io.build_toy_sae`).
+    own_options: tuple[str, ...] = ("prefixes",)
 
     def __init__(
         self,

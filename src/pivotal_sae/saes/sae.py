@@ -10,13 +10,40 @@ pretrained releases and to read formats this class does not cover.
 from __future__ import annotations
 
 import dataclasses
+import importlib.metadata
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from pathlib import Path
+from typing import Any, NamedTuple, TypeVar
 
 import torch
 from torch import nn
 
+from pivotal_sae.errors import UserError
+from pivotal_sae.runs import parse_dtype
+
 NATIVE_ARCHITECTURES = ("jumprelu", "topk", "standard")
+CFG = "cfg.json"
+WEIGHTS = "sae_weights.safetensors"
+_NATIVE_KEYS = {"W_enc", "b_enc", "W_dec", "b_dec", "threshold"}
+_INFO_KEYS = ("model_name", "neuronpedia_id", "hf_hook_name")
+
+#: Architecture name (`cfg.json`'s `architecture`) → the class that reads and computes it, as
+#: SAELens registers its architectures. Names not here are read through SAELens.
+ARCHITECTURES: dict[str, type[Sae]] = {}
+
+SaeClass = TypeVar("SaeClass", bound="type[Sae]")
+
+
+def register_architecture(*names: str) -> Callable[[SaeClass], SaeClass]:
+    """Class decorator: `cfg.json` files with these architecture names load as this class."""
+
+    def register(cls: SaeClass) -> SaeClass:
+        for name in names:
+            ARCHITECTURES[name] = cls
+        return cls
+
+    return register
 
 
 @dataclass
@@ -50,6 +77,15 @@ class SaeInfo:
         return f"{self.architecture} SAE at {self.hook_name}"
 
 
+class SparseActs(NamedTuple):
+    """The latents that can fire on each token, as top-k values with their indices."""
+
+    values_NK: torch.Tensor
+    """Activations (non-negative; zero where a kept slot did not fire)."""
+    indices_NK: torch.Tensor
+    """Latent index of each value."""
+
+
 class SaeOutput(NamedTuple):
     latent_acts: torch.Tensor
     """Dense latent activations `acts_...E` (non-negative; zero where a latent is off)."""
@@ -57,8 +93,14 @@ class SaeOutput(NamedTuple):
     """Decoded activations `x_...M`."""
 
 
+@register_architecture(*NATIVE_ARCHITECTURES)
 class Sae(nn.Module):
-    """Encode `x_...M` into dense non-negative `acts_...E`, decode back, as SAELens does."""
+    """Encode `x_...M` into dense non-negative `acts_...E`, decode back, as SAELens does.
+
+    The interface every architecture offers: `encode` (dense), `encode_sparse` (top-k values and
+    indices, where the architecture keeps a fixed number per token), `decode`, `from_saved`
+    (read a directory's config and weights) and `save` (write one).
+    """
 
     threshold: torch.Tensor | None
 
@@ -143,6 +185,15 @@ class Sae(nn.Module):
             acts = acts * (hidden_pre > self.threshold).to(acts.dtype)
         return acts
 
+    def encode_sparse(self, x_NM: torch.Tensor) -> SparseActs | None:
+        """TopK: the k kept latents of each token (values ReLU'd, as `encode` has them); other
+        architectures fire a varying number per token and return None (use `encode`)."""
+        if self.info.architecture != "topk":
+            return None
+        k = int(self.info.k or 0)
+        values, indices = torch.topk(self.pre_acts(x_NM), k=k, dim=-1, sorted=False)
+        return SparseActs(values.relu(), indices)
+
     def decode(self, acts_NE: torch.Tensor) -> torch.Tensor:
         if self.info.architecture == "topk" and self.info.rescale_acts_by_decoder_norm:
             acts_NE = acts_NE * (1 / self.W_dec.norm(dim=-1))
@@ -151,6 +202,30 @@ class Sae(nn.Module):
     def forward(self, x_NM: torch.Tensor) -> SaeOutput:
         acts = self.encode(x_NM)
         return SaeOutput(acts, self.decode(acts))
+
+    # ------------------------------------------------------------------ directories
+    @classmethod
+    def from_saved(
+        cls, cfg: dict[str, Any], state: Mapping[str, torch.Tensor], option: str
+    ) -> Sae | None:
+        """The SAE of a directory's `cfg.json` and weights, or None where SAELens must read it
+        (options this class does not compute)."""
+        return sae_from_cfg(cfg, state, option)
+
+    def state_to_save(self) -> dict[str, torch.Tensor]:
+        return {name: p.detach() for name, p in self.named_parameters() if p is not None}
+
+    def cfg_to_save(self) -> dict[str, Any]:
+        return sae_cfg_dict(self)
+
+    def save(self, directory: Path) -> Path:
+        """Write `cfg.json` + `sae_weights.safetensors` (each atomically) into `directory`."""
+        from pivotal_sae.runs import atomic_save_safetensors, atomic_write_json
+
+        directory.mkdir(parents=True, exist_ok=True)
+        atomic_save_safetensors(directory / WEIGHTS, self.state_to_save())
+        atomic_write_json(directory / CFG, self.cfg_to_save())
+        return directory
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -216,10 +291,107 @@ class Sae(nn.Module):
         return self
 
 
+# ---------------------------------------------------------------------- SAELens format
+def _metadata(cfg: dict[str, Any]) -> dict[str, Any]:
+    metadata = dict(cfg.get("metadata") or {})
+    for key in ("hook_name", *_INFO_KEYS):  # SAELens < 6 kept these at the top level
+        if key not in metadata and key in cfg:
+            metadata[key] = cfg[key]
+    if "hook_name" not in metadata and "hook_point" in cfg:
+        metadata["hook_name"] = cfg["hook_point"]
+    return metadata
+
+
+def _is_v6(cfg: dict[str, Any]) -> bool:
+    from packaging.version import InvalidVersion, Version
+
+    version = cfg.get("sae_lens_version") or (cfg.get("metadata") or {}).get("sae_lens_version")
+    try:
+        return bool(version) and Version(str(version)) >= Version("6.0.0rc0")
+    except InvalidVersion:
+        return False
+
+
+def sae_from_cfg(cfg: dict[str, Any], state: Mapping[str, torch.Tensor], option: str) -> Sae | None:
+    """A native `Sae` from a SAELens 6 config and weights, or None where SAELens must do it."""
+    architecture = cfg.get("architecture", "standard")
+    if (
+        not _is_v6(cfg)
+        or architecture not in NATIVE_ARCHITECTURES
+        or cfg.get("normalize_activations", "none") not in ("none", "expected_average_only_in")
+        or cfg.get("reshape_activations", "none") != "none"
+        or not set(state) <= _NATIVE_KEYS
+    ):
+        return None
+    d_in, d_sae = int(cfg["d_in"]), int(cfg["d_sae"])
+    expected = {"W_enc": (d_in, d_sae), "b_enc": (d_sae,), "W_dec": (d_sae, d_in), "b_dec": (d_in,)}
+    if architecture == "jumprelu":
+        expected["threshold"] = (d_sae,)
+    for name, shape in expected.items():
+        if name not in state or tuple(state[name].shape) != shape:
+            got = tuple(state[name].shape) if name in state else "missing"
+            raise UserError(
+                f"{option}: weight {name} is {got}, but {CFG} (d_in {d_in}, d_sae {d_sae}) "
+                f"needs {shape}"
+            )
+    metadata = _metadata(cfg)
+    info = SaeInfo(
+        architecture=architecture,
+        d_in=d_in,
+        d_sae=d_sae,
+        hook_name=str(metadata.get("hook_name") or ""),
+        k=int(cfg["k"]) if architecture == "topk" else None,
+        apply_b_dec_to_input=bool(cfg.get("apply_b_dec_to_input", True)),
+        rescale_acts_by_decoder_norm=bool(cfg.get("rescale_acts_by_decoder_norm", False)),
+        metadata=metadata,
+        **{key: metadata.get(key) for key in _INFO_KEYS},
+    )
+    dtype = parse_dtype(str(cfg.get("dtype") or "float32").removeprefix("torch."))
+    weights = {name: state[name].to(dtype) for name in expected}
+    return Sae(info, **weights)
+
+
+def sae_cfg_dict(sae: Sae | SaeInfo, dtype: torch.dtype = torch.float32) -> dict[str, Any]:
+    """The SAELens 6 `cfg.json` of a native SAE (loadable by `sae_lens.SAE.load_from_disk`)."""
+    info = sae if isinstance(sae, SaeInfo) else sae.info
+    dtype = dtype if isinstance(sae, SaeInfo) else sae.dtype
+    try:
+        version = importlib.metadata.version("sae-lens")
+    except importlib.metadata.PackageNotFoundError:
+        version = "6.0.0"
+    metadata = {
+        "sae_lens_version": version,
+        "sae_lens_training_version": version,
+        "hook_head_index": None,
+        "prepend_bos": True,
+        **info.metadata,
+        "hook_name": info.hook_name,
+        **{key: getattr(info, key) for key in _INFO_KEYS if getattr(info, key) is not None},
+    }
+    cfg: dict[str, Any] = {
+        "d_in": info.d_in,
+        "d_sae": info.d_sae,
+        "dtype": str(dtype).removeprefix("torch."),
+        "device": "cpu",
+        "apply_b_dec_to_input": info.apply_b_dec_to_input,
+        "normalize_activations": "none",
+        "reshape_activations": "none",
+        "metadata": metadata,
+        "architecture": info.architecture,
+    }
+    if info.architecture == "topk":
+        cfg["k"] = info.k
+        cfg["rescale_acts_by_decoder_norm"] = info.rescale_acts_by_decoder_norm
+    return cfg
+
+
 class SaeLensBacked(Sae):
     """An SAE whose arithmetic SAELens does (architectures or options `Sae` does not cover)."""
 
-    def __init__(self, info: SaeInfo, inner: nn.Module) -> None:
+    inner: Any
+    """The SAELens SAE (typed loosely: SAELens is imported only when one is loaded)."""
+
+    def __init__(self, info: SaeInfo, inner: Any) -> None:
         nn.Module.__init__(self)
         self.info = info
         self.inner = inner
@@ -272,3 +444,9 @@ class SaeLensBacked(Sae):
 
     def decode(self, acts_NE: torch.Tensor) -> torch.Tensor:
         return self.inner.decode(acts_NE)
+
+    def save(self, directory: Path) -> Path:
+        """SAELens writes its own format (`save_model`)."""
+        directory.mkdir(parents=True, exist_ok=True)
+        self.inner.save_model(str(directory))
+        return directory

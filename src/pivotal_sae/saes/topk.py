@@ -78,6 +78,9 @@ class TopKSae(nn.Module):
     """Linear encoder with bias, keep the k largest pre-activations per row, linear decoder."""
 
     architecture = "topk"
+    selection_bias_E: Tensor
+    #: Constructor options of this architecture beyond the common ones (`toy_io.build_toy_sae`).
+    own_options: tuple[str, ...] = ()
 
     def __init__(
         self,

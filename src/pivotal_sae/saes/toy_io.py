@@ -25,6 +25,12 @@ CONFIG = "cfg.json"
 
 ToySae = TopKSae  # every toy architecture subclasses TopKSae
 
+#: Toy architectures by name (each class's `architecture`), as `saes.sae.ARCHITECTURES` maps
+#: the language-model side's; the same directory of a hierarchical SAE loads in both.
+TOY_ARCHITECTURES: dict[str, type[TopKSae]] = {
+    cls.architecture: cls for cls in (TopKSae, HierarchicalSae, MatryoshkaSae)
+}
+
 
 def build_toy_sae(
     architecture: str,
@@ -40,21 +46,17 @@ def build_toy_sae(
     balance: bool = False,
     generator: torch.Generator | None = None,
 ) -> TopKSae:
-    common: dict[str, Any] = {
-        "relu": relu,
-        "init": init,
-        "balance": balance,
-        "generator": generator,
+    """A toy SAE of the named architecture; options a class does not take are ignored."""
+    if architecture not in TOY_ARCHITECTURES:
+        raise ValueError(f"unknown toy SAE architecture {architecture!r}")
+    cls = TOY_ARCHITECTURES[architecture]
+    given = {
+        "n_children": n_children,
+        "prefixes": prefixes,
+        "parent_recon_coeff": parent_recon_coeff,
     }
-    if architecture == "topk":
-        return TopKSae(d_in, d_sae, k, **common)
-    if architecture == "hierarchical":
-        return HierarchicalSae(
-            d_in, d_sae, k, n_children, parent_recon_coeff=parent_recon_coeff, **common
-        )
-    if architecture == "matryoshka":
-        return MatryoshkaSae(d_in, d_sae, k, prefixes, **common)
-    raise ValueError(f"unknown toy SAE architecture {architecture!r}")
+    own = {name: given[name] for name in cls.own_options}
+    return cls(d_in, d_sae, k, relu=relu, init=init, balance=balance, generator=generator, **own)
 
 
 def save_toy_sae(sae: TopKSae, directory: Path, extra: dict[str, Any] | None = None) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pivotal_sae.errors import UserError
 
@@ -256,5 +256,5 @@ class ToyTrainConfig:
             ),
         ]
 
-    def replace(self, **changes: object) -> ToyTrainConfig:
+    def replace(self, **changes: Any) -> ToyTrainConfig:
         return dataclasses.replace(self, **changes)

@@ -2,9 +2,10 @@
 
 At the toy lab's sizes (a batch of 100 rows of width 50, tens of latents) a step costs PyTorch's
 per-call bookkeeping, not arithmetic. So the hierarchical SAE, the lab's main subject, takes a
-fast path: its reconstruction loss's gradients are written out by hand (no autograd graph), and
-Adam's fused kernel is called directly (no per-call regrouping of the parameters). Every other
-combination (auxiliary-k, flat SAEs) takes the plain path: autograd and `optimizer.step()`.
+fast path: its reconstruction loss's gradients are written out by hand (no autograd graph) and
+handed to Adam's functional form, `torch.optim.adam.adam` (fused where the build offers it).
+Every other combination (auxiliary-k, flat SAEs) takes the plain path: autograd and
+`optimizer.step()`.
 tests/toy/test_step.py checks the fast path against the plain one on fresh random inputs.
 """
 
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
+from torch.optim.adam import adam as adam_functional
 
 from pivotal_sae.saes.hierarchical import HierarchicalSae
 from pivotal_sae.saes.topk import ToySaeOutput
@@ -77,10 +79,12 @@ def after_step_(lab: ToyLab, x_BM: Tensor, out: ToySaeOutput, step: int) -> None
     config, sae = lab.config, lab.sae
     if config.normalize_decoder:
         sae.normalize_decoder_()
-    hierarchical = isinstance(sae, HierarchicalSae)
-    child_fires_H = sae.update_child_ratios_(out) if hierarchical else None
+    child_fires_H = sae.update_child_ratios_(out) if isinstance(sae, HierarchicalSae) else None
     if config.balance_rate or config.aux_k or config.resample_every:
-        counts = sae.firing_counts(out, child_fires_H) if hierarchical else sae.firing_counts(out)
+        if isinstance(sae, HierarchicalSae):
+            counts = sae.firing_counts(out, child_fires_H)
+        else:
+            counts = sae.firing_counts(out)
         if config.balance_rate:
             fires_E, _ = next(iter(counts.values()))  # parents, or the flat latents
             sae.update_balance_(fires_E, x_BM.shape[0], config.balance_rate)
@@ -93,17 +97,16 @@ def after_step_(lab: ToyLab, x_BM: Tensor, out: ToySaeOutput, step: int) -> None
 def adam_step_(optimizer: torch.optim.Adam, grads: Sequence[Tensor]) -> None:
     """`optimizer.step()` with `grads` as the gradients of its parameters (one group).
 
-    Once the optimizer has state, this calls the kernel that `Adam(fused=True).step()` calls,
-    with the same arguments, minus the bookkeeping around it (a quarter of a toy step). The
-    first step, and any setting this does not cover, go through `optimizer.step()` itself.
+    Once the optimizer has state, this calls `torch.optim.adam.adam`, the functional form that
+    `Adam.step()` itself calls, with the group's settings and state, minus the per-step
+    regrouping of parameters around it (about a tenth of a toy step). The first step, and any
+    setting this does not cover, go through `optimizer.step()`.
     """
     (group,) = optimizer.param_groups
     params = group["params"]
     states = [optimizer.state.get(param) for param in params]
     if not (
-        group.get("fused")
-        and hasattr(torch, "_fused_adam_")
-        and all(states)
+        all(state is not None for state in states)
         and not (group["amsgrad"] or group.get("capturable") or group.get("differentiable"))
         and not group["weight_decay"]
         and isinstance(group["lr"], float)
@@ -114,20 +117,21 @@ def adam_step_(optimizer: torch.optim.Adam, grads: Sequence[Tensor]) -> None:
         for param in params:
             param.grad = None
         return
-    steps = [state["step"] for state in states]
-    torch._foreach_add_(steps, 1)
     beta1, beta2 = group["betas"]
-    torch._fused_adam_(
+    ready = [state for state in states if state is not None]  # all of them (checked above)
+    adam_functional(
         params,
         list(grads),
-        [state["exp_avg"] for state in states],
-        [state["exp_avg_sq"] for state in states],
+        [state["exp_avg"] for state in ready],
+        [state["exp_avg_sq"] for state in ready],
         [],
-        steps,
+        [state["step"] for state in ready],
+        foreach=group.get("foreach"),
+        fused=group.get("fused"),
         amsgrad=False,
-        lr=group["lr"],
         beta1=beta1,
         beta2=beta2,
+        lr=group["lr"],
         weight_decay=0.0,
         eps=group["eps"],
         maximize=group["maximize"],

@@ -274,7 +274,7 @@ def _train(
     began = time.perf_counter()
     if resume_from is None:
         record = checkpoint_and_report(0)
-    sae, is_hierarchical = lab.sae, isinstance(lab.sae, HierarchicalSae)
+    sae = lab.sae
     window: dict[str, list[torch.Tensor]] = {}
     bar = tqdm(total=config.max_step, initial=start, unit="step", disable=None, file=sys.stderr)
     for step in range(start + 1, config.max_step + 1):
@@ -299,7 +299,7 @@ def _train(
         if step % config.log_every == 0 or step == config.max_step:
             record = {"step": step, "kind": "train", "lr": lr}
             record.update({f"train_{k}": torch.stack(v).mean().item() for k, v in window.items()})
-            if is_hierarchical and "aux_loss" not in window:
+            if isinstance(sae, HierarchicalSae) and "aux_loss" not in window:
                 with torch.no_grad():
                     record["train_aux_loss"] = sae.alignment_loss(out).item()
             record.update(weight_metrics(sae, lab.features))

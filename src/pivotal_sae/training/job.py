@@ -301,7 +301,7 @@ def _make_trainers(
     dataset: str,
 ) -> dict[str, Any]:
     total_tokens = config.n_prompts * (config.max_tokens_in_prompt - 1)
-    trainers = {}
+    trainers: dict[str, Any] = {}
     for i, hook in enumerate(hooks):
         acts = eval_acts[hook]
         # SAELens's "expected_average_only_in": scale inputs to mean norm sqrt(d_in).

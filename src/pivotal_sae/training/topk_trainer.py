@@ -97,7 +97,11 @@ class SparseDecodeTopKTrainingSAE(TopKTrainingSAE):
         values_NK = values_NK.relu()
         feature_acts = torch.zeros_like(hidden_pre).scatter(-1, indices_NK, values_NK)
         feature_acts = self.hook_sae_acts_post(feature_acts)
-        self._active = (feature_acts, values_NK, indices_NK)
+        self._active: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = (
+            feature_acts,
+            values_NK,
+            indices_NK,
+        )
         return feature_acts, hidden_pre
 
     def decode(self, feature_acts: torch.Tensor) -> torch.Tensor:

@@ -26,7 +26,7 @@ import torch
 
 from pivotal_sae import distributed
 from pivotal_sae.absorption.ablation import AblationEffects, ablate_batch
-from pivotal_sae.absorption.config import AblateConfig
+from pivotal_sae.absorption.config import AblateConfig, AblationJobConfig
 from pivotal_sae.absorption.jobs import setup
 from pivotal_sae.absorption.jobs.checkpoints import Checkpoints, SaveSchedule
 from pivotal_sae.absorption.results import (
@@ -76,7 +76,7 @@ def estimate_firing(
 
 
 def exclusion_from_file(
-    path: Path, models: setup.Models, config: Any
+    path: Path, models: setup.Models, config: AblationJobConfig
 ) -> tuple[torch.Tensor, int, str]:
     """Firing counts from a co-occurrence results file of the same ablator SAE."""
     _, metadata = read_file(path)
@@ -95,12 +95,12 @@ def exclusion_from_file(
     )
 
 
-def effects_metadata(config: Any, models: setup.Models, metadata: dict[str, Any],
+def effects_metadata(config: AblationJobConfig, models: setup.Models, metadata: dict[str, Any],
                      excluded: list[int], exclusion_source: str) -> dict[str, Any]:  # fmt: skip
     return {
         **metadata,
         "ablator_sae": setup.sae_identity(models.ablator),
-        "reader_sae": setup.sae_identity(models.reader),
+        "reader_sae": setup.sae_identity(models.with_reader()[0]),
         "selected_features": sorted(set(config.selected_features or [])) or None,
         "abridge_ablations_to": config.abridge_ablations_to,
         "exclude_latent_threshold": config.exclude_latent_threshold,
@@ -115,7 +115,7 @@ def ablate_contexts(
     effects: AblationEffects,
     counts: dict[str, int],
     *,
-    config: Any,
+    config: AblationJobConfig,
     excluded: list[int],
     start: int,
     save: Any,
@@ -136,11 +136,12 @@ def ablate_contexts(
                                world_size=ranks.world_size)  # fmt: skip
     with setup.progress(contexts.n_prompts or 0, "ctx", "ablation") as bar:
         bar.update(start)
+        reader, reader_hook = models.with_reader()
         for batch, done in distributed.lockstep(batches):
             if batch is not None:
                 plan = ablate_batch(
-                    models.lm, models.ablator, models.reader, models.ablator_hook,
-                    models.reader_hook, batch.input_ids_BS, batch.attention_mask_BS,
+                    models.lm, models.ablator, reader, models.ablator_hook,
+                    reader_hook, batch.input_ids_BS, batch.attention_mask_BS,
                     batch.count_mask_BS, effects, abridge_ablations_to=config.abridge_ablations_to,
                     excluded_e=excluded_e, selected_e=selected_e,
                     variants_per_pass=config.variants_per_pass,
@@ -175,7 +176,7 @@ def _load_effects(path: Path, effects: AblationEffects) -> tuple[dict[str, Any],
 
 
 def ablation_stage(
-    config: Any,
+    config: AblationJobConfig,
     models: setup.Models,
     contexts: Contexts,
     run_dir: Path,
@@ -252,7 +253,7 @@ def ablation_stage(
     return effects, {**meta, **counts}
 
 
-def check_ablation_inputs(config: Any, models: setup.Models) -> None:
+def check_ablation_inputs(config: AblationJobConfig, models: setup.Models) -> None:
     e = models.ablator.d_sae
     setup.check_latent_ids(config.selected_features, e, "--selected-features")
     if config.abridge_ablations_to > e:

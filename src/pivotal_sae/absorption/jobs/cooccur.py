@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from pivotal_sae import distributed
-from pivotal_sae.absorption.config import CooccurConfig
+from pivotal_sae.absorption.config import CooccurConfig, CooccurrenceJobConfig
 from pivotal_sae.absorption.cooccurrence import (
     DenseCooccurrence,
     SparseCooccurrence,
@@ -86,9 +86,20 @@ def count_batch(
     """Add one batch of contexts to the counts (and the top examples)."""
     lm, hook = models.lm, models.ablator_hook
     hidden_BSM = lm.activations(batch.input_ids_BS, batch.attention_mask_BS, [hook])[hook]
-    acts_BSE = models.ablator.encode(hidden_BSM)
-    on_device = batch.to(acts_BSE.device)
-    counter.update(acts_BSE[on_device.count_mask_BS], contexts=len(batch))
+    sparse = models.ablator.encode_sparse(hidden_BSM)
+    if sparse is None:
+        acts_BSE = models.ablator.encode(hidden_BSM)
+        on_device = batch.to(acts_BSE.device)
+        counter.update(acts_BSE[on_device.count_mask_BS], contexts=len(batch))
+    else:  # count from the kept latents; nothing (tokens × latents) is built for the counts
+        values_BSK, indices_BSK = sparse
+        on_device = batch.to(values_BSK.device)
+        mask_BS = on_device.count_mask_BS
+        counter.update_sparse(values_BSK[mask_BS], indices_BSK[mask_BS], contexts=len(batch))
+        if examples is None:
+            return
+        acts_BSE = values_BSK.new_zeros(*values_BSK.shape[:-1], models.ablator.d_sae)
+        acts_BSE.scatter_(-1, indices_BSK, values_BSK)
     if examples is not None:
         examples.update(
             acts_BSE,
@@ -132,7 +143,7 @@ def count_contexts(
 
 
 def cooccurrence_stage(
-    config: Any,
+    config: CooccurrenceJobConfig,
     models: setup.Models,
     contexts: Contexts,
     run_dir: Path,

@@ -17,7 +17,7 @@ import torch
 
 from pivotal_sae.absorption import results
 from pivotal_sae.absorption.ablation import AblationEffects
-from pivotal_sae.absorption.config import PairsConfig
+from pivotal_sae.absorption.config import PairJobConfig, PairsConfig
 from pivotal_sae.absorption.cooccurrence import DenseCooccurrence, SparseCooccurrence
 from pivotal_sae.absorption.examples import TopExamples
 from pivotal_sae.absorption.jobs import setup
@@ -110,7 +110,7 @@ def tokenizer_text(tokenizer: Any) -> Callable[[Sequence[int]], list[str]]:
     return text
 
 
-def rows_to_search(config: Any, d_sae: int) -> list[int] | None:
+def rows_to_search(config: PairJobConfig, d_sae: int) -> list[int] | None:
     """`--just-these` limited by `--max-steps` (the original scanned rows 0 .. max_steps − 1)."""
     setup.check_latent_ids(config.just_these, d_sae, "--just-these")
     if config.max_steps is None:
@@ -141,7 +141,7 @@ def report_summary(effects_meta: dict[str, Any], cooc_meta: dict[str, Any]) -> d
 
 
 def pairs_stage(
-    config: Any,
+    config: PairJobConfig,
     out: Path,
     effects: AblationEffects,
     counter: DenseCooccurrence | SparseCooccurrence,
@@ -202,6 +202,7 @@ def pairs_stage(
 
 
 def _inputs(config: PairsConfig) -> tuple[Path, Path, Path | None]:
+    assert config.input_path is not None  # PairsConfig requires it
     source = Path(config.input_path)
     if source.is_dir():
         effects_path = results.results_file(source, results.EFFECTS)
@@ -255,7 +256,7 @@ def run_pairs(config: PairsConfig) -> Path:
     examples = results.load_top_examples(examples_path, device) if examples_path else None
     if config.out is not None:
         out = Path(config.out)
-    elif Path(config.input_path).is_dir():
+    elif config.input_path is not None and Path(config.input_path).is_dir():
         out = Path(config.input_path)
     else:
         out = default_run_dir("pairs")

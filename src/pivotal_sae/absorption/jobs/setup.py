@@ -10,12 +10,12 @@ import sys
 import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
 from pivotal_sae import distributed
-from pivotal_sae.absorption.config import defaults_of
+from pivotal_sae.absorption.config import ModelJobConfig, defaults_of
 from pivotal_sae.configs import config_to_dict
 from pivotal_sae.errors import UserError
 from pivotal_sae.lm.contexts import Contexts
@@ -48,8 +48,17 @@ class Models:
     reader: Sae | None = None
     reader_hook: str | None = None
 
+    def with_reader(self) -> tuple[Sae, str]:
+        """The reader SAE and its hook, for jobs that loaded them (`with_reader=True`)."""
+        if self.reader is None or self.reader_hook is None:
+            raise ValueError("these models were loaded without a reader SAE")
+        return self.reader, self.reader_hook
 
-def start_run(config: Any, job: str) -> tuple[Any, Path, bool]:
+
+JobConfig = TypeVar("JobConfig", bound=ModelJobConfig)
+
+
+def start_run(config: JobConfig, job: str) -> tuple[JobConfig, Path, bool]:
     """`(config, run_dir, resuming)`. With --resume the run's own options come back from its
     manifest; flags given beside --resume must agree with them (only --device may change)."""
     if config.resume is None:
@@ -80,7 +89,7 @@ def _from_dict(config_cls: type, values: dict[str, Any]) -> Any:
     return config_cls(**values)
 
 
-def create_run_dir(run_dir: Path, job: str, config: Any) -> None:
+def create_run_dir(run_dir: Path, job: str, config: ModelJobConfig) -> None:
     """A new run directory with its manifest; refuses one that already holds files. Under
     torchrun only rank 0 writes."""
     if not distributed.is_main():
@@ -89,7 +98,7 @@ def create_run_dir(run_dir: Path, job: str, config: Any) -> None:
     write_manifest(run_dir, job, config_to_dict(config))
 
 
-def _sae_flags(config: Any, role: str) -> dict[str, Any]:
+def _sae_flags(config: ModelJobConfig, role: str) -> dict[str, Any]:
     return {
         "path": getattr(config, f"{role}_sae_path"),
         "release": getattr(config, f"{role}_sae_release"),
@@ -97,7 +106,7 @@ def _sae_flags(config: Any, role: str) -> dict[str, Any]:
     }
 
 
-def default_sae_dir(config: Any, role: str) -> Path:
+def default_sae_dir(config: ModelJobConfig, role: str) -> Path:
     """With no SAE flags and the default model: the cached default SAE (trained on first use)."""
     if config.model is not None:
         raise UserError(
@@ -113,7 +122,7 @@ def default_sae_dir(config: Any, role: str) -> Path:
     return ensure_default_saes()[hook]
 
 
-def load_models(config: Any, *, with_reader: bool) -> Models:
+def load_models(config: ModelJobConfig, *, with_reader: bool) -> Models:
     """Model and SAEs, checked: hooks exist on the model, widths match, and (for ablation) the
     reader hook is at or after the ablator hook."""
     roles = ["ablator", "reader"] if with_reader else ["ablator"]
@@ -139,7 +148,9 @@ def load_models(config: Any, *, with_reader: bool) -> Models:
     return models
 
 
-def open_contexts(config: Any, lm: LanguageModel, n_prompts: int) -> tuple[Corpus, Contexts]:
+def open_contexts(
+    config: ModelJobConfig, lm: LanguageModel, n_prompts: int
+) -> tuple[Corpus, Contexts]:
     corpus = open_corpus(config.corpus, dataset_id=config.dataset_id, split=config.split,
                          text_column=config.text_column)  # fmt: skip
     contexts = Contexts(corpus, lm.tokenizer, config.max_tokens_in_prompt, n_prompts,
