@@ -211,6 +211,8 @@ def _optional(value: object, kind: type) -> Any:
     """`value` as `kind` when it is one (ints pass as floats), else None."""
     if kind is str:
         return value if isinstance(value, str) else None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
     if kind is int:
-        return int(value) if _is_int(value) else None
-    return float(value) if _is_number(value) else None
+        return value if isinstance(value, int) else None
+    return float(value)
