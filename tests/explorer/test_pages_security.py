@@ -56,8 +56,16 @@ def test_pages_without_a_run(browser):
     assert bare.get(f"/api/latents/{ABLATOR}/0").json()["firing_count"] is None
 
 
+def test_the_stylesheet_is_the_one_the_report_inlines(client):
+    from pivotal_sae.render import stylesheet
+
+    response = client.get("/static/style.css")
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/css")
+    assert response.text == stylesheet()
+
+
 def test_security_headers(client):
-    for path in ("/", "/api/saes", "/static/app.js"):
+    for path in ("/", "/api/saes", "/static/app.js", "/static/style.css"):
         headers = client.get(path).headers
         csp = headers["content-security-policy"]
         assert "script-src 'self'" in csp and "unsafe-inline" not in csp
