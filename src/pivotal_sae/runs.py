@@ -12,6 +12,7 @@ import datetime as dt
 import importlib.metadata
 import json
 import os
+import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator, Mapping
@@ -66,25 +67,69 @@ def default_run_dir(name: str, root: Path = Path("runs")) -> Path:
     return root / f"{stamp}-{name}"
 
 
+#: Names of temporary files and folders of writes in progress: `.NAME.XXXX.tmp`. Only a killed
+#: process leaves one behind; `remove_partial_writes` clears them on resume.
+TMP_PREFIX, TMP_SUFFIX = ".", ".tmp"
+
+
 @contextlib.contextmanager
-def _atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+def atomic_write(path: Path) -> Iterator[Path]:
+    """The one way a file reaches a run directory: yield a temporary sibling `.NAME.XXXX.tmp`
+    to write, then rename it onto `path` only if the block succeeds (else remove it). Readers
+    see the old file or the new one, never half of one."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{path.name}.", suffix=TMP_SUFFIX,
+                                   dir=path.parent)  # fmt: skip
+    except OSError as exc:
+        raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        with open(tmp_path, "rb+") as f:  # whole on disk before the rename makes it visible
+            os.fsync(f.fileno())
         os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)
 
 
+def temporary_sibling(path: Path, what: str = "part") -> Path:
+    """A fresh temporary name beside `path` (for a helper file or folder of a write in
+    progress), named so that `remove_partial_writes` recognises it."""
+    fd, tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{path.name}.{what}.", suffix=TMP_SUFFIX,
+                               dir=path.parent)  # fmt: skip
+    os.close(fd)
+    return Path(tmp)
+
+
+def is_partial_write(path: Path) -> bool:
+    return path.name.startswith(TMP_PREFIX) and path.name.endswith(TMP_SUFFIX)
+
+
+def remove_partial_writes(directory: Path) -> list[Path]:
+    """Remove what interrupted writes left under `directory` (temporary files and folders, at
+    any depth); returns what was removed."""
+    removed: list[Path] = []
+    if not Path(directory).is_dir():
+        return removed
+    for root, dirs, files in os.walk(directory):
+        for name in [*dirs, *files]:
+            path = Path(root) / name
+            if is_partial_write(path):
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
+                removed.append(path)
+        dirs[:] = [d for d in dirs if not is_partial_write(Path(root) / d)]
+    return removed
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    with _atomic_path(path) as tmp, open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
+    with atomic_write(path) as tmp:
+        tmp.write_bytes(data)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -97,7 +142,7 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 
 def atomic_save_torch(path: Path, obj: Any) -> None:
     """`torch.save` for state that safetensors cannot hold (optimizer state, RNG states)."""
-    with _atomic_path(path) as tmp:
+    with atomic_write(path) as tmp:
         torch.save(obj, tmp)
 
 
@@ -106,7 +151,7 @@ def atomic_save_safetensors(
 ) -> None:
     from safetensors.torch import save_file
 
-    with _atomic_path(path) as tmp:
+    with atomic_write(path) as tmp:
         save_file(
             {k: v.detach().contiguous().cpu() for k, v in tensors.items()},
             str(tmp),

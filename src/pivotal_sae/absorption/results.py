@@ -18,7 +18,6 @@ rename). Anything unreadable or inconsistent is a `UserError` with one line sayi
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -34,6 +33,7 @@ from pivotal_sae.absorption.cooccurrence import (
 )
 from pivotal_sae.absorption.examples import TopExamples
 from pivotal_sae.errors import UserError
+from pivotal_sae.runs import atomic_write, temporary_sibling
 
 COOCCURRENCES = "cooccurrences"
 EFFECTS = "effects"
@@ -63,25 +63,20 @@ def save_file(path: Path, tensors: Mapping[str, torch.Tensor], metadata: Mapping
     from safetensors.torch import save_file as save_safetensors
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=f".{path.name}.", dir=path.parent) as tmp:
-        raw = Path(tmp) / "raw.safetensors"
-        save_safetensors(
-            {k: v.detach().contiguous().cpu() for k, v in tensors.items()},
-            str(raw),
-            metadata=_encode(metadata),
-        )
-        final = raw
-        if path.name.endswith(".zst"):
-            import zstandard
+    encoded = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    with atomic_write(path) as tmp:
+        if not path.name.endswith(".zst"):
+            save_safetensors(encoded, str(tmp), metadata=_encode(metadata))
+            return
+        import zstandard
 
-            final = Path(tmp) / "compressed.zst"
-            with open(raw, "rb") as src, open(final, "wb") as dst:
+        raw = temporary_sibling(path, "raw")
+        try:
+            save_safetensors(encoded, str(raw), metadata=_encode(metadata))
+            with open(raw, "rb") as src, open(tmp, "wb") as dst:
                 zstandard.ZstdCompressor(level=3, threads=-1).copy_stream(src, dst)
-                dst.flush()
-                os.fsync(dst.fileno())
-            raw.unlink()
-        os.replace(final, path)
+        finally:
+            raw.unlink(missing_ok=True)
 
 
 def read_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

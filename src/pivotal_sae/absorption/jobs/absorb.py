@@ -36,6 +36,8 @@ def _absorb(config: AbsorbConfig, run_dir: Path, resuming: bool) -> Path:
     _, ablated = setup.open_contexts(config, models.lm, config.n_prompts)
     if not resuming:
         setup.create_run_dir(run_dir, "absorb", config)
+    else:
+        setup.tidy_resumed_run(run_dir)
 
     metadata = setup.run_metadata(models, ablated)
     state = cooccurrence_stage(

@@ -27,6 +27,7 @@ from pivotal_sae.runs import (
     default_run_dir,
     prepare_new_run_dir,
     read_manifest,
+    remove_partial_writes,
     write_manifest,
 )
 from pivotal_sae.saes.loading import load_sae
@@ -184,16 +185,43 @@ def run_metadata(models: Models, contexts: Contexts) -> dict[str, Any]:
     return meta
 
 
-def update_summary(run_dir: Path, stage: str, values: dict[str, Any]) -> dict[str, Any]:
-    """summary.json holds one entry per stage run in the directory (cooccur, ablate, pairs)."""
+def read_summary(run_dir: Path) -> dict[str, Any]:
+    """The stages recorded in `run_dir`'s summary.json so far ({} if none, or unreadable: the
+    run rewrites it)."""
     path = run_dir / SUMMARY
     try:
         summary = json.loads(path.read_text()) if path.is_file() else {}
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, UnicodeDecodeError):
         summary = {}
+    return summary if isinstance(summary, dict) else {}
+
+
+def check_summary(run_dir: Path) -> None:
+    """Refuse, before any work, to add to a summary.json that is not this program's."""
+    path = run_dir / SUMMARY
+    if not path.exists():
+        return
+    try:
+        summary = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        summary = None
+    if not isinstance(summary, dict):
+        raise UserError(f"{path} is not a run summary (a JSON object); move it away or choose "
+                        "another --out")  # fmt: skip
+
+
+def update_summary(run_dir: Path, stage: str, values: dict[str, Any]) -> dict[str, Any]:
+    """summary.json holds one entry per stage run in the directory (cooccur, ablate, pairs)."""
+    summary = read_summary(run_dir)
     summary[stage] = values
-    atomic_write_json(path, summary)
+    atomic_write_json(run_dir / SUMMARY, summary)
     return summary
+
+
+def tidy_resumed_run(run_dir: Path) -> None:
+    """Before a resumed run continues: remove what interrupted writes left behind."""
+    if distributed.is_main():
+        remove_partial_writes(run_dir)
 
 
 def say(message: str) -> None:
