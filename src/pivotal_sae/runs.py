@@ -190,15 +190,35 @@ def read_manifest(run_dir: Path, job: str | None = None) -> dict[str, Any]:
     return manifest
 
 
-def prepare_new_run_dir(run_dir: Path) -> None:
+def check_new_run_dir(run_dir: Path, *, flag: str = "--out", resumable: bool = True) -> None:
+    """Refuse, before any work and without writing, an `--out` that cannot become a new run
+    directory: an existing file, a folder already holding files, a path under a file, or a
+    place this process may not write."""
+    run_dir = Path(run_dir)
+    hint = "choose a new directory or --resume it" if resumable else "choose a new directory"
+    if run_dir.exists() or run_dir.is_symlink():
+        if not run_dir.is_dir():
+            raise UserError(f"{flag} {run_dir} exists and is not a directory")
+        if any(run_dir.iterdir()):
+            raise UserError(f"{flag} {run_dir} already holds files; {hint}")
+        writable = run_dir
+    else:
+        writable = run_dir.absolute().parent
+        while not writable.exists() and writable != writable.parent:
+            writable = writable.parent
+        if not writable.is_dir():
+            raise UserError(f"{flag} {run_dir} cannot be created: {writable} is not a directory")
+    if not os.access(writable, os.W_OK | os.X_OK):
+        raise UserError(f"{flag} {run_dir} cannot be created: {writable} is not writable")
+
+
+def prepare_new_run_dir(run_dir: Path, *, flag: str = "--out", resumable: bool = True) -> None:
     """Refuse to write a new run over files already there (use --resume to continue a run)."""
-    if run_dir.exists() and not run_dir.is_dir():
-        raise UserError(f"--out {run_dir} exists and is not a directory")
-    if run_dir.is_dir() and any(run_dir.iterdir()):
-        raise UserError(
-            f"--out {run_dir} already holds files; choose a new directory or --resume it"
-        )
-    run_dir.mkdir(parents=True, exist_ok=True)
+    check_new_run_dir(run_dir, flag=flag, resumable=resumable)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"{flag} {run_dir} cannot be created ({exc.strerror or exc})") from None
 
 
 class JsonlLog:

@@ -36,6 +36,7 @@ from pivotal_sae.lm.model import LanguageModel
 from pivotal_sae.runs import (
     JsonlLog,
     atomic_write_json,
+    check_new_run_dir,
     default_run_dir,
     prepare_new_run_dir,
     write_manifest,
@@ -135,6 +136,7 @@ def train(config: TrainSaeConfig, out: Path) -> dict[str, Any]:
     hooks = list(dict.fromkeys(config.hook or defaults.DEFAULT_HOOKS))
     ranks = distributed.current()
     # Everything a user can get wrong is checked before the run directory is created.
+    check_new_run_dir(out, resumable=False)
     corpus = open_corpus(
         config.corpus,
         dataset_id=config.dataset_id,
@@ -161,7 +163,7 @@ def train(config: TrainSaeConfig, out: Path) -> dict[str, Any]:
     if len(eval_acts[hooks[0]]) == 0:
         raise UserError("the corpus gives no tokens to evaluate on; give it more text")
     if ranks.is_main:
-        prepare_new_run_dir(out)
+        prepare_new_run_dir(out, resumable=False)
         write_manifest(out, "train-sae", config_to_dict(config))
 
     from torch.utils.tensorboard import SummaryWriter

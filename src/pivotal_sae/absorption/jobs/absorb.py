@@ -18,7 +18,12 @@ from pivotal_sae.absorption.config import AbsorbConfig
 from pivotal_sae.absorption.jobs import setup
 from pivotal_sae.absorption.jobs.ablate import ablation_stage, check_ablation_inputs
 from pivotal_sae.absorption.jobs.cooccur import cooccurrence_stage
-from pivotal_sae.absorption.jobs.pairs import pairs_stage, rows_to_search, tokenizer_text
+from pivotal_sae.absorption.jobs.pairs import (
+    explanations_given,
+    pairs_stage,
+    rows_to_search,
+    tokenizer_text,
+)
 
 
 def run_absorb(config: AbsorbConfig) -> Path:
@@ -32,6 +37,7 @@ def _absorb(config: AbsorbConfig, run_dir: Path, resuming: bool) -> Path:
     models = setup.load_models(config, with_reader=True)
     check_ablation_inputs(config, models)
     rows_to_search(config, models.ablator.d_sae)
+    explanations = explanations_given(config, models.ablator.info.neuronpedia_id)
     _, counted = setup.open_contexts(config, models.lm, config.cooccurrence_prompts)
     _, ablated = setup.open_contexts(config, models.lm, config.n_prompts)
     if not resuming:
@@ -56,7 +62,7 @@ def _absorb(config: AbsorbConfig, run_dir: Path, resuming: bool) -> Path:
         config, run_dir, effects, counter, effects_meta=effects_meta,
         cooc_meta=state.file_metadata(), examples=state.examples,
         W_dec_EM=models.ablator.W_dec.detach(), token_text=tokenizer_text(models.lm.tokenizer),
-        device=models.lm.device,
+        device=models.lm.device, explanations=explanations,
     )  # fmt: skip
     wall = {"wall_seconds": round(time.perf_counter() - started, 2), "resumed": resuming}
     summary = setup.update_summary(run_dir, "absorb", wall)

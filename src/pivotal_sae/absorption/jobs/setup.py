@@ -23,6 +23,7 @@ from pivotal_sae.lm.corpus import Corpus, open_corpus
 from pivotal_sae.lm.model import LanguageModel, parse_dtype
 from pivotal_sae.runs import (
     atomic_write_json,
+    check_new_run_dir,
     code_version,
     default_run_dir,
     prepare_new_run_dir,
@@ -54,7 +55,9 @@ def start_run(config: Any, job: str) -> tuple[Any, Path, bool]:
     """`(config, run_dir, resuming)`. With --resume the run's own options come back from its
     manifest; flags given beside --resume must agree with them (only --device may change)."""
     if config.resume is None:
-        return config, Path(config.out or default_run_dir(job)), False
+        run_dir = Path(config.out or default_run_dir(job))
+        check_new_run_dir(run_dir)  # before any work: --out must be a place for a new run
+        return config, run_dir, False
     run_dir = Path(config.resume)
     saved = read_manifest(run_dir, job).get("config", {})
     given, plain = config_to_dict(config), defaults_of(type(config))
