@@ -185,6 +185,8 @@ def read_manifest(run_dir: Path, job: str | None = None) -> dict[str, Any]:
         raise UserError(
             f"{path} is not valid JSON ({exc.msg if hasattr(exc, 'msg') else exc})"
         ) from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("config", {}), dict):
+        raise UserError(f"{path} is damaged (not a run manifest)")
     if job is not None and manifest.get("job") != job:
         raise UserError(f"{run_dir} is a '{manifest.get('job')}' run, not a '{job}' run")
     return manifest
@@ -253,8 +255,9 @@ class JsonlLog:
                 record = json.loads(line)
             except json.JSONDecodeError:
                 continue  # a line cut short by a kill
-            if record.get(key, 0) <= step:
-                kept.append(line)
+            at = record.get(key, 0) if isinstance(record, dict) else None
+            if isinstance(at, int | float) and at <= step:
+                kept.append(line)  # anything else is not a record of this log: dropped
         atomic_write_text(self.path, "".join(k + "\n" for k in kept))
 
 
