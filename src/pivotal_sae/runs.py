@@ -287,3 +287,24 @@ def resolve_device(name: str) -> torch.device:
             )
         return torch.device(name)
     raise UserError(f"unknown --device {name!r}; choose auto, cpu or cuda")
+
+
+def memory_bytes(device: torch.device | str = "cpu") -> int:
+    """Memory of `device`: the GPU's total, else this machine's physical memory."""
+    device = torch.device(device)
+    if device.type == "cuda" and torch.cuda.is_available():
+        return torch.cuda.get_device_properties(device).total_memory
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 2**40
+
+
+def check_fits(needed_bytes: float, what: str, device: torch.device | str = "cpu") -> None:
+    """Refuse up front, with one line, work whose tensors alone cannot fit on `device`."""
+    available = memory_bytes(device)
+    if needed_bytes > available:
+        raise UserError(
+            f"{what} needs about {needed_bytes / 2**30:,.1f} GiB but {torch.device(device).type} "
+            f"memory here is {available / 2**30:,.1f} GiB; make it smaller"
+        )

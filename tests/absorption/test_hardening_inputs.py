@@ -109,3 +109,37 @@ def test_tampered_results_metadata_is_one_line(tmp_path, finished_run, capsys, w
     _fails(["pairs", "--input-path", str(files["effects"]), "--cooccurrence-path",
             str(files["cooccurrences"]), "--out", str(out)], str(files[which]), capsys)  # fmt: skip
     assert not out.exists()
+
+
+def test_sizes_that_cannot_fit_or_exist_are_refused_before_any_work(
+    tmp_path,
+    tiny,  # noqa: F811 - the fixture
+    capsys,
+):
+    """Defect 8: --n-examples, --n-prompts, --max-tokens-in-prompt beyond the model."""
+    out = tmp_path / "never"
+    cooccur = [*cooccur_args(tiny), "--out", str(out)]
+    _fails([*cooccur, "--n-prompts", "4", "--n-examples", "1000000000000"], "GiB", capsys)
+    _fails([*cooccur, "--n-prompts", "1" + "0" * 30], "more than any corpus holds", capsys)
+    _fails([*cooccur, "--n-prompts", "4", "--max-tokens-in-prompt", "3000"],
+           "--max-tokens-in-prompt 3000 is more than", capsys)  # fmt: skip
+    assert not out.exists()
+
+
+def test_damaged_run_directories_are_one_line_on_resume(tmp_path, finished_run, capsys):
+    """Defect 9 (jobs): a manifest that is not one, a config value of the wrong type."""
+    run = tmp_path / "run"
+    run.mkdir()
+    manifest = json.loads((finished_run / "manifest.json").read_text())
+    wrong_type = {**manifest, "config": {**manifest["config"], "batch_size": "x"}}
+    for text in ("[]", "null", json.dumps({**manifest, "config": [1]}), json.dumps(wrong_type)):
+        (run / "manifest.json").write_text(text)
+        _fails(["absorb", "--resume", str(run)], "manifest.json is damaged", capsys)
+        assert [p.name for p in run.iterdir()] == ["manifest.json"]
+
+
+def test_a_directory_given_as_a_results_file_says_so(tmp_path, finished_run, tiny, capsys):  # noqa: F811
+    """Defect 18: --cooccurrence-path DIR names the problem (a folder), not a missing file."""
+    argv = ["ablate", *models(tiny), *SIZES[:-2], "--n-prompts", "4", "--out", str(tmp_path / "o"),
+            "--cooccurrence-path", str(finished_run)]  # fmt: skip
+    _fails(argv, "is a directory; give the results file inside it", capsys)

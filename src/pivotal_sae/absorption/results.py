@@ -84,6 +84,10 @@ def read_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     from safetensors import SafetensorError, safe_open
 
     path = Path(path)
+    if path.is_dir():
+        found = [p.name for p in sorted(path.glob("*.safetensors*"))]
+        hint = f" (it holds {', '.join(found)})" if found else ""
+        raise UserError(f"{path} is a directory; give the results file inside it{hint}")
     if not path.is_file():
         raise UserError(f"results file {path} does not exist")
     with tempfile.TemporaryDirectory(prefix="pivotal-sae-") as tmp:

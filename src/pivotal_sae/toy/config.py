@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -42,14 +41,6 @@ RECIPES: dict[str, dict[str, object]] = {
 
 #: Rows of the fixed validation batch every evaluation scores.
 VALIDATION_ROWS = 10_000
-
-
-def _memory_bytes() -> int:
-    """Physical memory of this machine (a generous bound: a run must fit in it)."""
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return 2**40
 
 
 @dataclass
@@ -196,7 +187,9 @@ class ToyTrainConfig:
         for ok, message in self._problems():
             if not ok:
                 raise UserError(message)
-        needed, available = self.estimated_bytes(), _memory_bytes()
+        from pivotal_sae.runs import memory_bytes  # imports torch: only once options are read
+
+        needed, available = self.estimated_bytes(), memory_bytes()
         if needed > available:
             raise UserError(
                 f"this run needs about {needed / 2**30:,.1f} GiB of memory (--batch-size "

@@ -17,7 +17,7 @@ from pivotal_sae import distributed
 from pivotal_sae.absorption.config import AbsorbConfig
 from pivotal_sae.absorption.jobs import setup
 from pivotal_sae.absorption.jobs.ablate import ablation_stage, check_ablation_inputs
-from pivotal_sae.absorption.jobs.cooccur import cooccurrence_stage
+from pivotal_sae.absorption.jobs.cooccur import check_memory, cooccurrence_stage
 from pivotal_sae.absorption.jobs.pairs import (
     explanations_given,
     pairs_stage,
@@ -36,6 +36,7 @@ def _absorb(config: AbsorbConfig, run_dir: Path, resuming: bool) -> Path:
     started = time.perf_counter()
     models = setup.load_models(config, with_reader=True)
     check_ablation_inputs(config, models)
+    check_memory(config, models)
     rows_to_search(config, models.ablator.d_sae)
     explanations = explanations_given(config, models.ablator.info.neuronpedia_id)
     _, counted = setup.open_contexts(config, models.lm, config.cooccurrence_prompts)

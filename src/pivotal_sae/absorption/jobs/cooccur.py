@@ -37,6 +37,7 @@ from pivotal_sae.absorption.results import (
     save_top_examples,
 )
 from pivotal_sae.lm.contexts import ContextBatch, Contexts
+from pivotal_sae.runs import check_fits
 
 STAGE = "cooccur"
 
@@ -224,6 +225,16 @@ def finish_stage(
     Checkpoints(run_dir).clear(STAGE)
 
 
+def check_memory(config: Any, models: setup.Models) -> None:
+    """Refuse up front top examples that cannot fit (E × K rows of windows, twice while
+    merging a batch in)."""
+    probe = TopExamples(1, 1, device="cpu")
+    per_example = 20 + 8 * probe.window  # value, context, position; a window of ids and acts
+    needed = 2 * models.ablator.d_sae * config.n_examples * per_example
+    check_fits(needed, f"--n-examples {config.n_examples} for {models.ablator.d_sae} latents",
+               models.ablator.device)  # fmt: skip
+
+
 def save_checkpoint(
     checkpoints: Checkpoints, state: CooccurrenceState, done: int, meta: dict[str, Any]
 ) -> None:
@@ -240,6 +251,7 @@ def run_cooccur(config: CooccurConfig) -> Path:
 
 def _cooccur(config: CooccurConfig, run_dir: Path, resuming: bool) -> Path:
     models = setup.load_models(config, with_reader=False)
+    check_memory(config, models)
     _, contexts = setup.open_contexts(config, models.lm, config.n_prompts)
     if not resuming:
         setup.create_run_dir(run_dir, "cooccur", config)

@@ -73,7 +73,14 @@ def start_run(config: Any, job: str) -> tuple[Any, Path, bool]:
     kwargs.update(resume=None, out=str(run_dir))
     if config.device != plain.get("device"):
         kwargs["device"] = config.device
-    return _from_dict(type(config), kwargs), run_dir, True
+    try:
+        resumed = _from_dict(type(config), kwargs)
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise UserError(f"{run_dir / 'manifest.json'} is damaged: its config does not make a "
+                        f"run ({exc})") from None  # fmt: skip
+    except UserError as exc:
+        raise UserError(f"{run_dir / 'manifest.json'} is damaged: {exc}") from None
+    return resumed, run_dir, True
 
 
 def _from_dict(config_cls: type, values: dict[str, Any]) -> Any:
@@ -144,6 +151,7 @@ def load_models(config: Any, *, with_reader: bool) -> Models:
 
 
 def open_contexts(config: Any, lm: LanguageModel, n_prompts: int) -> tuple[Corpus, Contexts]:
+    lm.check_context_length(config.max_tokens_in_prompt)
     corpus = open_corpus(config.corpus, dataset_id=config.dataset_id, split=config.split,
                          text_column=config.text_column)  # fmt: skip
     contexts = Contexts(corpus, lm.tokenizer, config.max_tokens_in_prompt, n_prompts,
