@@ -32,6 +32,8 @@ T = TypeVar("T", bound="DataclassInstance")
 #: Option names that take several values; `expand_multi_value_options` lets users write them
 #: the argparse way (`--selected-features 3000 9000`) as the original scripts accepted.
 MULTI_VALUE_OPTIONS: set[str] = set()
+#: Option names that take a path; an empty one would silently mean the current folder.
+PATH_OPTIONS: set[str] = set()
 
 
 @functools.cache
@@ -104,6 +106,8 @@ def typer_command(config_cls: type[T], job: Callable[[T], Any]) -> Callable[...,
             show_default=not is_list or bool(default),
             **extra,
         )
+        if kind is Path:
+            PATH_OPTIONS.update(names)
         if is_list:
             MULTI_VALUE_OPTIONS.update(names)
             kind = list[get_args(kind)[0]]  # type: ignore[misc]
@@ -178,3 +182,12 @@ def _is_number(token: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def refuse_empty_paths(argv: list[str]) -> None:
+    """`--out ''` (an unset shell variable, say) is a mistake, not the current folder."""
+    for option, value in zip(argv, [*argv[1:], None], strict=True):
+        name, eq, inline = option.partition("=")
+        given = inline if eq else value
+        if name in PATH_OPTIONS and given is not None and not given.strip():
+            raise UserError(f"{name} is empty; give a path")

@@ -12,6 +12,7 @@ import datetime as dt
 import importlib.metadata
 import json
 import os
+import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator, Mapping
@@ -66,25 +67,69 @@ def default_run_dir(name: str, root: Path = Path("runs")) -> Path:
     return root / f"{stamp}-{name}"
 
 
+#: Names of temporary files and folders of writes in progress: `.NAME.XXXX.tmp`. Only a killed
+#: process leaves one behind; `remove_partial_writes` clears them on resume.
+TMP_PREFIX, TMP_SUFFIX = ".", ".tmp"
+
+
 @contextlib.contextmanager
-def _atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+def atomic_write(path: Path) -> Iterator[Path]:
+    """The one way a file reaches a run directory: yield a temporary sibling `.NAME.XXXX.tmp`
+    to write, then rename it onto `path` only if the block succeeds (else remove it). Readers
+    see the old file or the new one, never half of one."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{path.name}.", suffix=TMP_SUFFIX,
+                                   dir=path.parent)  # fmt: skip
+    except OSError as exc:
+        raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        with open(tmp_path, "rb+") as f:  # whole on disk before the rename makes it visible
+            os.fsync(f.fileno())
         os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)
 
 
+def temporary_sibling(path: Path, what: str = "part") -> Path:
+    """A fresh temporary name beside `path` (for a helper file or folder of a write in
+    progress), named so that `remove_partial_writes` recognises it."""
+    fd, tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{path.name}.{what}.", suffix=TMP_SUFFIX,
+                               dir=path.parent)  # fmt: skip
+    os.close(fd)
+    return Path(tmp)
+
+
+def is_partial_write(path: Path) -> bool:
+    return path.name.startswith(TMP_PREFIX) and path.name.endswith(TMP_SUFFIX)
+
+
+def remove_partial_writes(directory: Path) -> list[Path]:
+    """Remove what interrupted writes left under `directory` (temporary files and folders, at
+    any depth); returns what was removed."""
+    removed: list[Path] = []
+    if not Path(directory).is_dir():
+        return removed
+    for root, dirs, files in os.walk(directory):
+        for name in [*dirs, *files]:
+            path = Path(root) / name
+            if is_partial_write(path):
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
+                removed.append(path)
+        dirs[:] = [d for d in dirs if not is_partial_write(Path(root) / d)]
+    return removed
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    with _atomic_path(path) as tmp, open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
+    with atomic_write(path) as tmp:
+        tmp.write_bytes(data)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -97,7 +142,7 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 
 def atomic_save_torch(path: Path, obj: Any) -> None:
     """`torch.save` for state that safetensors cannot hold (optimizer state, RNG states)."""
-    with _atomic_path(path) as tmp:
+    with atomic_write(path) as tmp:
         torch.save(obj, tmp)
 
 
@@ -106,7 +151,7 @@ def atomic_save_safetensors(
 ) -> None:
     from safetensors.torch import save_file
 
-    with _atomic_path(path) as tmp:
+    with atomic_write(path) as tmp:
         save_file(
             {k: v.detach().contiguous().cpu() for k, v in tensors.items()},
             str(tmp),
@@ -140,20 +185,42 @@ def read_manifest(run_dir: Path, job: str | None = None) -> dict[str, Any]:
         raise UserError(
             f"{path} is not valid JSON ({exc.msg if hasattr(exc, 'msg') else exc})"
         ) from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("config", {}), dict):
+        raise UserError(f"{path} is damaged (not a run manifest)")
     if job is not None and manifest.get("job") != job:
         raise UserError(f"{run_dir} is a '{manifest.get('job')}' run, not a '{job}' run")
     return manifest
 
 
-def prepare_new_run_dir(run_dir: Path) -> None:
+def check_new_run_dir(run_dir: Path, *, flag: str = "--out", resumable: bool = True) -> None:
+    """Refuse, before any work and without writing, an `--out` that cannot become a new run
+    directory: an existing file, a folder already holding files, a path under a file, or a
+    place this process may not write."""
+    run_dir = Path(run_dir)
+    hint = "choose a new directory or --resume it" if resumable else "choose a new directory"
+    if run_dir.exists() or run_dir.is_symlink():
+        if not run_dir.is_dir():
+            raise UserError(f"{flag} {run_dir} exists and is not a directory")
+        if any(run_dir.iterdir()):
+            raise UserError(f"{flag} {run_dir} already holds files; {hint}")
+        writable = run_dir
+    else:
+        writable = run_dir.absolute().parent
+        while not writable.exists() and writable != writable.parent:
+            writable = writable.parent
+        if not writable.is_dir():
+            raise UserError(f"{flag} {run_dir} cannot be created: {writable} is not a directory")
+    if not os.access(writable, os.W_OK | os.X_OK):
+        raise UserError(f"{flag} {run_dir} cannot be created: {writable} is not writable")
+
+
+def prepare_new_run_dir(run_dir: Path, *, flag: str = "--out", resumable: bool = True) -> None:
     """Refuse to write a new run over files already there (use --resume to continue a run)."""
-    if run_dir.exists() and not run_dir.is_dir():
-        raise UserError(f"--out {run_dir} exists and is not a directory")
-    if run_dir.is_dir() and any(run_dir.iterdir()):
-        raise UserError(
-            f"--out {run_dir} already holds files; choose a new directory or --resume it"
-        )
-    run_dir.mkdir(parents=True, exist_ok=True)
+    check_new_run_dir(run_dir, flag=flag, resumable=resumable)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"{flag} {run_dir} cannot be created ({exc.strerror or exc})") from None
 
 
 class JsonlLog:
@@ -188,8 +255,9 @@ class JsonlLog:
                 record = json.loads(line)
             except json.JSONDecodeError:
                 continue  # a line cut short by a kill
-            if record.get(key, 0) <= step:
-                kept.append(line)
+            at = record.get(key, 0) if isinstance(record, dict) else None
+            if isinstance(at, int | float) and at <= step:
+                kept.append(line)  # anything else is not a record of this log: dropped
         atomic_write_text(self.path, "".join(k + "\n" for k in kept))
 
 
@@ -219,3 +287,24 @@ def resolve_device(name: str) -> torch.device:
             )
         return torch.device(name)
     raise UserError(f"unknown --device {name!r}; choose auto, cpu or cuda")
+
+
+def memory_bytes(device: torch.device | str = "cpu") -> int:
+    """Memory of `device`: the GPU's total, else this machine's physical memory."""
+    device = torch.device(device)
+    if device.type == "cuda" and torch.cuda.is_available():
+        return torch.cuda.get_device_properties(device).total_memory
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 2**40
+
+
+def check_fits(needed_bytes: float, what: str, device: torch.device | str = "cpu") -> None:
+    """Refuse up front, with one line, work whose tensors alone cannot fit on `device`."""
+    available = memory_bytes(device)
+    if needed_bytes > available:
+        raise UserError(
+            f"{what} needs about {needed_bytes / 2**30:,.1f} GiB but {torch.device(device).type} "
+            f"memory here is {available / 2**30:,.1f} GiB; make it smaller"
+        )

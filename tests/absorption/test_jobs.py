@@ -68,11 +68,13 @@ def test_checkpoints_point_at_complete_sets_and_drop_old_ones(tmp_path):
     assert latest is not None and latest.contexts_done == 16
     assert latest.files["effects"].read_text() == "16"
     assert sorted(p.name for p in checkpoints.dir.iterdir()) == [
-        "ablate-effects-0000000016.safetensors",
+        "ablate-0000000016",
         "latest.json",
     ]
     assert checkpoints.latest("cooccur") is None
-    checkpoints.clear()
+    checkpoints.clear("cooccur")  # another stage's checkpoints stay
+    assert checkpoints.latest("ablate") is not None
+    checkpoints.clear("ablate")
     assert not checkpoints.dir.exists()
 
 

@@ -46,6 +46,24 @@ BAD_INPUT = [
     (["--handcode-sae", "--arch", "topk"], "--handcode-sae"),
     (["--resume", "{tmp}"], "not a run directory"),
     (["--resume", "{tmp}/missing"], "not a directory"),
+    # issue 13, defect 16: nonsense that used to train to NaN or be silently reinterpreted
+    (["--lr", "inf"], "--lr must be a finite number"),
+    (["--lr", "1e308"], "--lr must be in (0, 1]"),
+    (["--perturbation-size", "inf"], "--perturbation-size must be a finite number"),
+    (["--aux-loss-coeff", "nan"], "--aux-loss-coeff must be a finite number"),
+    (["--arch", "topk", "--hierarchical"], "--hierarchical contradicts --arch topk"),
+    (["--out", "{tmp}/new", "--resume", "{tmp}"], "give either --out or --resume"),
+    (["--out", ""], "--out is empty"),
+    (["--out="], "--out is empty"),
+    # defect 8: sizes that cannot fit are refused before anything is written
+    (["--batch-size", "1000000000"], "GiB of memory"),
+    (["--sae-hidden-dim", "1000000000"], "GiB of memory"),
+    (["--dataset-num-features", "1000000000"], "GiB of memory"),
+    (["--model-dim", "1000000000"], "GiB of memory"),
+    (["--n-children", "1000000000"], "GiB of memory"),
+    # defect 7: --out where nothing can be created
+    (["--out", "/proc/pivotal-sae-x"], "--out /proc/pivotal-sae-x cannot be created"),
+    (["--out", "{tmp}/../file/sub"], "cannot be created"),
 ]
 
 
@@ -55,6 +73,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(
 ):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "empty").mkdir()
+    (tmp_path / "file").write_text("mine")
     args = [a.replace("{tmp}", str(tmp_path / "empty")) for a in args]
     before = sorted(p.name for p in tmp_path.rglob("*"))
     assert main(["toy", "train", *args]) == 2
@@ -72,10 +91,10 @@ def test_cuda_without_gpu_is_a_user_error(tmp_path, capsys):
     assert not out.exists()
 
 
-def test_resume_of_a_run_without_checkpoint_is_refused(tmp_path, capsys):
+def test_resume_of_a_run_whose_manifest_has_no_config_is_refused(tmp_path, capsys):
     run = tmp_path / "run"
     run.mkdir()
     (run / "manifest.json").write_text(json.dumps({"job": "toy-train", "config": {}}))
     assert main(["toy", "train", "--resume", str(run)]) == 2
-    assert "no checkpoint" in capsys.readouterr().err
+    assert "records no config" in capsys.readouterr().err
     assert sorted(p.name for p in run.iterdir()) == ["manifest.json"]

@@ -55,6 +55,10 @@ def test_train_sae_bad_inputs(tmp_path, tiny_bert_dir, text_file, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()
     (empty / "blank.txt").write_text("\n\n")
+    tiny_text = tmp_path / "tiny.txt"
+    tiny_text.write_text("A few words, far fewer than one training step needs.")
+    a_file = tmp_path / "a-file"
+    a_file.write_text("mine")
     cases = [
         ([*base, "--hook", "blocks.7.hook_resid_post", "--corpus", str(text_file)],
          "unknown hook 'blocks.7.hook_resid_post'"),
@@ -64,9 +68,30 @@ def test_train_sae_bad_inputs(tmp_path, tiny_bert_dir, text_file, capsys):
         ([*base, *hook, "--corpus", str(text_file), "--max-tokens-in-prompt", "0"],
          "--max-tokens-in-prompt must be at least 2"),
         ([*base, *hook, "--model", str(tmp_path / "no-model")], "no such directory"),
+        # issue 13: sizes that cannot fit or exist (defect 8), a corpus too small to train on
+        # (defect 10), impossible --out paths (defect 7): refused before the run directory
+        ([*base, *hook, "--corpus", str(text_file), "--d-sae", "1000000000"], "GiB"),
+        ([*base, *hook, "--corpus", str(text_file), "--n-prompts", "1" + "0" * 30],
+         "more than any corpus holds"),
+        ([*base, *hook, "--corpus", str(text_file), "--max-tokens-in-prompt", "600"],
+         "--max-tokens-in-prompt 600 is more than"),
+        ([*base, *hook, "--corpus", str(tiny_text), "--n-eval-prompts", "1"],
+         "fewer than --batch-size"),
+        ([*base[:2], str(a_file / "sub"), *base[3:], *hook, "--corpus", str(text_file)],
+         "cannot be created"),
+        ([*base[:2], "/proc/pivotal-sae-x", *base[3:], *hook, "--corpus", str(text_file)],
+         "cannot be created"),
     ]  # fmt: skip
     for argv, needle in cases:
         _fails(argv, needle, capsys, out)
+    # defect 18: train-sae has no --resume, so it does not suggest one
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "mine.txt").write_text("mine")
+    argv = [*base[:2], str(taken), *base[3:], *hook, "--corpus", str(text_file)]
+    err = _fails(argv, "already holds files; choose a new directory", capsys)
+    assert "--resume" not in err
+    assert [p.name for p in taken.iterdir()] == ["mine.txt"]
 
 
 def test_sae_info_bad_inputs(tmp_path, tiny_bert_dir, monkeypatch, capsys):

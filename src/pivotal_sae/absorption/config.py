@@ -195,7 +195,13 @@ class PairSearchOptions:
             (self.decoder_pairs >= 0, "--decoder-pairs must be >= 0"),
             (not self.just_these or min(self.just_these) >= 0,
              "--just-these must be latent ids >= 0"),
+            (self.explanations is None or self.explanations.exists(),
+             f"--explanations {self.explanations} does not exist"),
         ])  # fmt: skip
+        if self.ablator_sae_neuronpedia_id is not None:
+            from pivotal_sae.absorption.explanations import split_neuronpedia_id
+
+            split_neuronpedia_id(self.ablator_sae_neuronpedia_id)
 
 
 @dataclass

@@ -9,7 +9,6 @@ rename). What each kind holds, and `load_results`, live in `results.py`.
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 import torch
 
 from pivotal_sae.errors import UserError
+from pivotal_sae.runs import atomic_write, temporary_sibling
 
 COOCCURRENCES = "cooccurrences"
 EFFECTS = "effects"
@@ -47,25 +47,20 @@ def save_file(path: Path, tensors: Mapping[str, torch.Tensor], metadata: Mapping
     from safetensors.torch import save_file as save_safetensors
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=f".{path.name}.", dir=path.parent) as tmp:
-        raw = Path(tmp) / "raw.safetensors"
-        save_safetensors(
-            {k: v.detach().contiguous().cpu() for k, v in tensors.items()},
-            str(raw),
-            metadata=encode_metadata(metadata),
-        )
-        final = raw
-        if path.name.endswith(".zst"):
-            import zstandard
+    encoded = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    with atomic_write(path) as tmp:
+        if not path.name.endswith(".zst"):
+            save_safetensors(encoded, str(tmp), metadata=encode_metadata(metadata))
+            return
+        import zstandard
 
-            final = Path(tmp) / "compressed.zst"
-            with open(raw, "rb") as src, open(final, "wb") as dst:
+        raw = temporary_sibling(path, "raw")
+        try:
+            save_safetensors(encoded, str(raw), metadata=encode_metadata(metadata))
+            with open(raw, "rb") as src, open(tmp, "wb") as dst:
                 zstandard.ZstdCompressor(level=3, threads=-1).copy_stream(src, dst)
-                dst.flush()
-                os.fsync(dst.fileno())
-            raw.unlink()
-        os.replace(final, path)
+        finally:
+            raw.unlink(missing_ok=True)
 
 
 def read_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -73,6 +68,10 @@ def read_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     from safetensors import SafetensorError, safe_open
 
     path = Path(path)
+    if path.is_dir():
+        found = [p.name for p in sorted(path.glob("*.safetensors*"))]
+        hint = f" (it holds {', '.join(found)})" if found else ""
+        raise UserError(f"{path} is a directory; give the results file inside it{hint}")
     if not path.is_file():
         raise UserError(f"results file {path} does not exist")
     with tempfile.TemporaryDirectory(prefix="pivotal-sae-") as tmp:

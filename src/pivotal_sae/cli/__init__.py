@@ -14,7 +14,7 @@ try:  # Typer >= 0.20 carries its own copy of Click
 except ImportError:  # pragma: no cover
     from click import exceptions as click_exceptions  # type: ignore[no-redef]
 
-from pivotal_sae.configs import expand_multi_value_options
+from pivotal_sae.configs import expand_multi_value_options, refuse_empty_paths
 from pivotal_sae.errors import UserError
 
 app = typer.Typer(
@@ -54,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script. Users' errors become one stderr line and exit code 2."""
     args = expand_multi_value_options(list(sys.argv[1:] if argv is None else argv))
     try:
+        refuse_empty_paths(args)
         command = typer.main.get_command(app)
         result = command.main(args=args, prog_name="pivotal-sae", standalone_mode=False)
     except UserError as exc:

@@ -139,6 +139,21 @@ class LanguageModel:
     def d_model(self) -> int:
         return int(self.config.hidden_size)
 
+    @property
+    def max_positions(self) -> int | None:
+        """Longest context the model's position embeddings allow (None: no fixed limit)."""
+        for key in ("max_position_embeddings", "n_positions", "n_ctx"):
+            value = getattr(self.config, key, None)
+            if isinstance(value, int) and value > 0:
+                return value
+        return None
+
+    def check_context_length(self, tokens: int, flag: str = "--max-tokens-in-prompt") -> None:
+        """A context longer than the model's positions would index past its embeddings."""
+        limit = self.max_positions
+        if limit is not None and tokens > limit:
+            raise UserError(f"{flag} {tokens} is more than {self.name} takes ({limit} positions)")
+
     def hook_names(self) -> list[str]:
         return self.hooks.names()
 

@@ -14,6 +14,8 @@ from typing import Literal
 from pivotal_sae.errors import UserError
 
 Dtype = Literal["float32", "bfloat16", "float16"]
+#: More contexts than any corpus holds: counts above it are typing mistakes (and overflow).
+MAX_PROMPTS = 2**40
 
 
 @dataclass
@@ -54,6 +56,14 @@ class CorpusOptions:
     """Count the BOS position in statistics (excluded by default: its activations are outliers)."""
 
     def check_corpus_options(self) -> None:
+        for name in ("n_prompts", "n_eval_prompts", "cooccurrence_prompts", "exclusion_prompts"):
+            value = getattr(self, name, None)
+            if isinstance(value, int) and value > MAX_PROMPTS:
+                flag = "--" + name.replace("_", "-")
+                raise UserError(f"{flag} {value} is more than any corpus holds (at most "
+                                f"{MAX_PROMPTS:,})")  # fmt: skip
+        if self.max_tokens_in_prompt > MAX_PROMPTS:
+            raise UserError(f"--max-tokens-in-prompt {self.max_tokens_in_prompt} is too large")
         if self.max_tokens_in_prompt < 2:
             raise UserError(
                 f"--max-tokens-in-prompt must be at least 2 (BOS plus one token); "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -36,6 +37,10 @@ RECIPES: dict[str, dict[str, object]] = {
         "lr_decay_frac": 0.0,
     },
 }
+
+
+#: Rows of the fixed validation batch every evaluation scores.
+VALIDATION_ROWS = 10_000
 
 
 @dataclass
@@ -165,8 +170,8 @@ class ToyTrainConfig:
 
     def __post_init__(self) -> None:
         if self.hierarchical:
-            if self.arch == "matryoshka":
-                raise UserError("--hierarchical contradicts --arch matryoshka; choose one")
+            if self.arch != "hierarchical":
+                raise UserError(f"--hierarchical contradicts --arch {self.arch}; choose one")
             self.arch = "hierarchical"
             self.hierarchical = False
         for name, value in RECIPES[self.recipe].items():
@@ -174,9 +179,34 @@ class ToyTrainConfig:
                 setattr(self, name, value)
         if self.matryoshka_prefixes is not None:
             self.matryoshka_prefixes = sorted(set(self.matryoshka_prefixes))
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                flag = "--" + f.name.replace("_", "-")
+                raise UserError(f"{flag} must be a finite number (got {value})")
         for ok, message in self._problems():
             if not ok:
                 raise UserError(message)
+        from pivotal_sae.runs import memory_bytes  # imports torch: only once options are read
+
+        needed, available = self.estimated_bytes(), memory_bytes()
+        if needed > available:
+            raise UserError(
+                f"this run needs about {needed / 2**30:,.1f} GiB of memory (--batch-size "
+                f"{self.batch_size}, --sae-hidden-dim {self.sae_hidden_dim}, --n-children "
+                f"{self.n_children}, --dataset-num-features {self.dataset_num_features}, "
+                f"--model-dim {self.model_dim}) but this machine has "
+                f"{available / 2**30:,.1f} GiB; make them smaller"
+            )
+
+    def estimated_bytes(self) -> int:
+        """A lower bound on the memory a run takes (float32): features, the validation batch
+        and a training batch with their latents, and the SAE with its gradients and Adam
+        state. Checked before anything is written, so sizes that cannot fit fail at once."""
+        latents = self.sae_hidden_dim * (self.n_children + 1)
+        features = self.dataset_num_features * (self.n_children + 1) * self.model_dim
+        rows = VALIDATION_ROWS + self.batch_size
+        return 4 * (features + rows * (2 * self.model_dim + latents) + 8 * latents * self.model_dim)
 
     def _problems(self) -> list[tuple[bool, str]]:
         """(condition that must hold, what to change) for every option."""
@@ -184,7 +214,12 @@ class ToyTrainConfig:
         prefixes = self.matryoshka_prefixes or []
         return [
             (self.n_children >= 2, f"--n-children must be at least 2 (got {self.n_children})"),
-            (self.lr > 0, f"--lr must be positive (got {self.lr})"),
+            (0 < self.lr <= 1, f"--lr must be in (0, 1] (got {self.lr})"),
+            (self.max_step < 2**40, f"--max-step {self.max_step} is more than any run can take"),
+            (
+                self.out is None or self.resume is None or self.out == self.resume,
+                "give either --out or --resume, not both",
+            ),
             (self.min_lr >= 0, f"--min-lr must be non-negative (got {self.min_lr})"),
             (self.max_step >= 0, f"--max-step must be non-negative (got {self.max_step})"),
             (self.batch_size >= 1, f"--batch-size must be at least 1 (got {self.batch_size})"),

@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import hashlib
 import math
+import shutil
 import sys
 import time
 from collections.abc import Iterator
@@ -23,12 +24,15 @@ import torch
 from tqdm import tqdm
 
 from pivotal_sae.configs import config_to_dict
+from pivotal_sae.errors import UserError
 from pivotal_sae.runs import (
+    MANIFEST,
     JsonlLog,
     atomic_write_json,
     default_run_dir,
     prepare_new_run_dir,
     read_manifest,
+    remove_partial_writes,
     resolve_device,
     write_manifest,
 )
@@ -36,7 +40,7 @@ from pivotal_sae.saes.hierarchical import HierarchicalSae
 from pivotal_sae.saes.topk import TopKSae
 from pivotal_sae.saes.toy_io import build_toy_sae
 from pivotal_sae.toy import checkpoint
-from pivotal_sae.toy.config import ToyTrainConfig
+from pivotal_sae.toy.config import VALIDATION_ROWS, ToyTrainConfig
 from pivotal_sae.toy.data import (
     ToyBatch,
     ToyFeatures,
@@ -50,7 +54,6 @@ from pivotal_sae.toy.revival import DeadLatentTracker
 from pivotal_sae.toy.step import after_step_, losses, optimize
 
 JOB = "toy-train"
-VALIDATION_ROWS = 10_000
 PLATEAU_FACTOR = 0.3
 
 
@@ -146,8 +149,11 @@ def build_lab(config: ToyTrainConfig, device: torch.device) -> ToyLab:
     )
 
 
-def training_state(lab: ToyLab, step: int) -> dict[str, Any]:
+def training_state(
+    lab: ToyLab, step: int, window: dict[str, list[torch.Tensor]] | None = None
+) -> dict[str, Any]:
     return {
+        "log_window": {k: torch.stack(v) for k, v in (window or {}).items() if v},
         "step": step,
         "optimizer": lab.optimizer.state_dict(),
         "plateau": lab.plateau.state_dict(),
@@ -157,18 +163,31 @@ def training_state(lab: ToyLab, step: int) -> dict[str, Any]:
     }
 
 
-def restore(lab: ToyLab, directory: Path) -> int:
+def restore(lab: ToyLab, directory: Path) -> tuple[int, dict[str, list[torch.Tensor]]]:
+    """Load a checkpoint into `lab`: the step it was taken at and the loss window (the steps
+    since the last log record, so the next record averages the same steps as without a kill)."""
     from safetensors.torch import load_file
 
-    lab.sae.load_state_dict(load_file(str(directory / "sae_weights.safetensors")))
+    weights = directory / "sae_weights.safetensors"
+    try:
+        lab.sae.load_state_dict(load_file(str(weights)))
+    except Exception as exc:  # safetensors and torch raise several kinds for a damaged file
+        raise UserError(f"{weights} is damaged and cannot be read ({type(exc).__name__})") from None
     lab.sae.to(lab.device)
     state = checkpoint.load_training_state(directory, lab.device)
-    lab.optimizer.load_state_dict(state["optimizer"])
-    lab.plateau.load_state_dict(state["plateau"])
-    lab.base_lr = float(state["base_lr"])
-    lab.data_rng.set_state(state["data_rng"].cpu())
-    lab.tracker.load_state_dict(state["dead_tracker"])
-    return int(state["step"])
+    try:
+        lab.optimizer.load_state_dict(state["optimizer"])
+        lab.plateau.load_state_dict(state["plateau"])
+        lab.base_lr = float(state["base_lr"])
+        lab.data_rng.set_state(state["data_rng"].cpu())
+        lab.tracker.load_state_dict(state["dead_tracker"])
+        step = int(state["step"])
+        window = {k: list(v.unbind()) for k, v in state.get("log_window", {}).items()}
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
+        raise UserError(
+            f"{directory / checkpoint.STATE} is damaged ({type(exc).__name__}: {exc})"
+        ) from None
+    return step, window
 
 
 @torch.no_grad()
@@ -204,21 +223,44 @@ def write_scalars(writer: Any, record: dict[str, Any], step: int) -> None:
 
 
 def open_run(config: ToyTrainConfig) -> tuple[ToyTrainConfig, Path, torch.device, Path | None]:
-    """Check everything that can be wrong before anything is written; then create the run."""
+    """Check everything that can be wrong before anything is written; then create the run.
+    A resumed run killed before its first checkpoint starts again from step 0."""
     device = resolve_device(config.device)
     if config.resume is not None:
         run_dir = config.resume
-        saved = read_manifest(run_dir, job=JOB)["config"]
-        _, latest_dir = checkpoint.latest_checkpoint(run_dir)
-        fields = {f.name for f in dataclasses.fields(ToyTrainConfig)}
-        config = ToyTrainConfig(**{k: v for k, v in saved.items() if k in fields})
-        config = config.replace(device=str(device), resume=run_dir, out=run_dir, hierarchical=False)
+        config = saved_config(run_dir).replace(
+            device=str(device), resume=run_dir, out=run_dir, hierarchical=False
+        )
+        latest_dir = None
+        if checkpoint.has_checkpoint(run_dir):
+            _, latest_dir = checkpoint.latest_checkpoint(run_dir)
+        remove_partial_writes(run_dir)
         return config, run_dir, device, latest_dir
     run_dir = config.out or default_run_dir(f"toy-{config.arch}")
     prepare_new_run_dir(run_dir)
     config = config.replace(out=run_dir)
     write_manifest(run_dir, JOB, config_to_dict(config))
     return config, run_dir, device, None
+
+
+def saved_config(run_dir: Path) -> ToyTrainConfig:
+    """The configuration a run was started with, or a UserError naming its damaged manifest."""
+    saved = read_manifest(run_dir, job=JOB).get("config")
+    if not saved:
+        raise UserError(f"{run_dir / MANIFEST} is damaged: it records no config")
+    fields = {f.name: f for f in dataclasses.fields(ToyTrainConfig)}
+    kwargs = {k: v for k, v in saved.items() if k in fields}
+    for name in ("out", "resume"):
+        if isinstance(kwargs.get(name), str):
+            kwargs[name] = Path(kwargs[name])
+    try:
+        return ToyTrainConfig(**kwargs)
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise UserError(
+            f"{run_dir / MANIFEST} is damaged: its config does not make a run ({exc})"
+        ) from None
+    except UserError as exc:
+        raise UserError(f"{run_dir / MANIFEST} is damaged: {exc}") from None
 
 
 @contextlib.contextmanager
@@ -248,9 +290,11 @@ def _train(
     from pivotal_sae.toy.plots import RunPlots
 
     lab = build_lab(config, device)
-    start = restore(lab, resume_from) if resume_from else 0
+    start, window = restore(lab, resume_from) if resume_from else (0, {})
     log = JsonlLog(run_dir / "metrics.jsonl")
-    log.truncate_after(start)
+    log.truncate_after(start if resume_from else -1)  # from step 0: nothing of before stays
+    if resume_from is None:
+        shutil.rmtree(run_dir / "tensorboard", ignore_errors=True)
     writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=start + 1 if start else None)
     plots = RunPlots(run_dir / "plots") if config.plots else None  # imports matplotlib (~0.7 s)
     print(f"pivotal-sae toy train: {'resuming' if start else 'writing'} {run_dir}", flush=True)
@@ -265,7 +309,7 @@ def _train(
         write_scalars(writer, record, step)
         if plots:
             plots.round(step, lab.sae, lab.features)
-        checkpoint.save_checkpoint(run_dir, step, lab.sae, training_state(lab, step))
+        checkpoint.save_checkpoint(run_dir, step, lab.sae, training_state(lab, step, window))
         return record
 
     if plots and resume_from is None:
@@ -275,7 +319,6 @@ def _train(
     if resume_from is None:
         record = checkpoint_and_report(0)
     sae = lab.sae
-    window: dict[str, list[torch.Tensor]] = {}
     bar = tqdm(total=config.max_step, initial=start, unit="step", disable=None, file=sys.stderr)
     for step in range(start + 1, config.max_step + 1):
         lr = lab.base_lr * lr_multiplier(step, config)

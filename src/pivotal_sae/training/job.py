@@ -36,6 +36,8 @@ from pivotal_sae.lm.model import LanguageModel
 from pivotal_sae.runs import (
     JsonlLog,
     atomic_write_json,
+    check_fits,
+    check_new_run_dir,
     default_run_dir,
     prepare_new_run_dir,
     write_manifest,
@@ -135,6 +137,7 @@ def train(config: TrainSaeConfig, out: Path) -> dict[str, Any]:
     hooks = list(dict.fromkeys(config.hook or defaults.DEFAULT_HOOKS))
     ranks = distributed.current()
     # Everything a user can get wrong is checked before the run directory is created.
+    check_new_run_dir(out, resumable=False)
     corpus = open_corpus(
         config.corpus,
         dataset_id=config.dataset_id,
@@ -146,6 +149,8 @@ def train(config: TrainSaeConfig, out: Path) -> dict[str, Any]:
     )
     for hook in hooks:
         lm.resolve(hook)
+    lm.check_context_length(config.max_tokens_in_prompt)
+    check_memory(config, lm, len(hooks))
     n_eval = config.n_eval_prompts
     eval_contexts = Contexts(
         corpus, lm.tokenizer, config.max_tokens_in_prompt, n_eval, keep_bos=config.keep_bos
@@ -157,11 +162,12 @@ def train(config: TrainSaeConfig, out: Path) -> dict[str, Any]:
         n_eval + config.n_prompts,
         keep_bos=config.keep_bos,
     )
+    check_training_tokens(train_contexts, config)
     eval_acts = collect_activations(lm, eval_contexts, hooks, config.context_batch_size)
     if len(eval_acts[hooks[0]]) == 0:
         raise UserError("the corpus gives no tokens to evaluate on; give it more text")
     if ranks.is_main:
-        prepare_new_run_dir(out)
+        prepare_new_run_dir(out, resumable=False)
         write_manifest(out, "train-sae", config_to_dict(config))
 
     from torch.utils.tensorboard import SummaryWriter
@@ -228,6 +234,33 @@ def train(config: TrainSaeConfig, out: Path) -> dict[str, Any]:
         summary = {**summary["saes"][hooks[0]], **summary}
     atomic_write_json(out / "summary.json", summary)
     return summary
+
+
+def check_memory(config: TrainSaeConfig, lm: LanguageModel, n_hooks: int) -> None:
+    """Refuse up front SAEs or buffers that cannot fit: per hook the encoder and decoder with
+    their gradients and Adam moments, the shuffling buffer and a step's latents."""
+    latents = config.d_sae * (config.n_children + 1 if config.arch == "hierarchical" else 1)
+    per_hook = 4 * (8 * latents * lm.d_model + (config.buffer_tokens + 2 * config.batch_size)
+                    * lm.d_model + 3 * config.batch_size * latents)  # fmt: skip
+    check_fits(n_hooks * per_hook, f"training {n_hooks} SAE(s) of --d-sae {config.d_sae} with "
+               f"--batch-size {config.batch_size} and --buffer-tokens {config.buffer_tokens}",
+               lm.device)  # fmt: skip
+
+
+def check_training_tokens(contexts: Contexts, config: TrainSaeConfig) -> None:
+    """Before the run directory exists: the corpus must give at least one step's tokens after
+    the held-out contexts (read by tokenizing only, stopping as soon as there are enough)."""
+    skip = 1 if contexts.bos_id is not None and not config.keep_bos else 0
+    tokens = 0
+    for index, ids in enumerate(contexts.token_lists()):
+        if index >= config.n_eval_prompts:
+            tokens += max(len(ids) - skip, 0)
+            if tokens >= config.batch_size:
+                return
+    raise UserError(
+        f"the corpus gave fewer than --batch-size ({config.batch_size}) training tokens "
+        "after the held-out contexts; give it more text or lower --n-eval-prompts"
+    )
 
 
 def check_ranks(config: TrainSaeConfig, ranks: distributed.Ranks) -> None:

@@ -193,7 +193,16 @@ def ablation_stage(
     suffix = ".safetensors.zst" if config.compress else ".safetensors"
     finished = results_file(run_dir, "effects") if resuming else None
     if finished is not None:
-        return effects, _load_effects(finished, effects)[0]
+        file_meta, counts = _load_effects(finished, effects)
+        # Killed between the final file and the summary: finish what that run left undone.
+        if distributed.is_main() and STAGE not in setup.read_summary(run_dir):
+            excluded = file_meta.get("excluded_latents")
+            finish_stage(run_dir, models, effects, counts, seconds=None, contexts_before=0,
+                         excluded=excluded if isinstance(excluded, list) else [],
+                         source=str(file_meta.get("exclusion_source")))  # fmt: skip
+        if distributed.is_main():
+            Checkpoints(run_dir).clear(STAGE)
+        return effects, file_meta
     checkpoints = Checkpoints(run_dir)
     latest = checkpoints.latest(STAGE) if resuming else None
     counts = {"contexts_processed": 0, "contexts_ablated": 0, "variants": 0}
@@ -237,7 +246,28 @@ def ablation_stage(
     if not distributed.is_main():
         return effects, {**meta, **counts}
     save(run_dir / f"effects{suffix}")
-    checkpoints.clear()
+    finish_stage(run_dir, models, effects, counts, seconds=seconds,
+                 contexts_before=contexts_before, excluded=excluded, source=source)  # fmt: skip
+    return effects, {**meta, **counts}
+
+
+def finish_stage(
+    run_dir: Path,
+    models: setup.Models,
+    effects: AblationEffects,
+    counts: dict[str, int],
+    *,
+    seconds: float | None,
+    contexts_before: int,
+    excluded: list[int],
+    source: str,
+) -> None:
+    """After the final file: the summary entry, then the checkpoints go (timings None when a
+    resume finishes a run killed in between)."""
+    assert models.reader is not None
+    speed = None
+    if seconds is not None:
+        speed = round((counts["contexts_processed"] - contexts_before) / max(seconds, 1e-9), 2)
     setup.update_summary(run_dir, STAGE, {
         **counts,
         "latents_ablated": int((effects.how_often_activated_e > 0).sum()),
@@ -245,12 +275,11 @@ def ablation_stage(
         "exclusion_source": source,
         "d_sae": models.ablator.d_sae,
         "reader_d_sae": models.reader.d_sae,
-        "wall_seconds": round(seconds, 2),
-        "contexts_per_second": round(
-            (counts["contexts_processed"] - contexts_before) / max(seconds, 1e-9), 2),
+        "wall_seconds": None if seconds is None else round(seconds, 2),
+        "contexts_per_second": speed,
         **distributed.summary_entry(),
     })  # fmt: skip
-    return effects, {**meta, **counts}
+    Checkpoints(run_dir).clear(STAGE)
 
 
 def check_ablation_inputs(config: AblationJobConfig, models: setup.Models) -> None:
@@ -278,6 +307,8 @@ def _ablate(config: AblateConfig, run_dir: Path, resuming: bool) -> Path:
         firing = exclusion_from_file(Path(config.cooccurrence_path), models, config)
     if not resuming:
         setup.create_run_dir(run_dir, "ablate", config)
+    else:
+        setup.tidy_resumed_run(run_dir)
     metadata = setup.run_metadata(models, contexts)
     effects, _ = ablation_stage(config, models, contexts, run_dir, metadata,
                                 resuming=resuming, firing=firing)  # fmt: skip

@@ -17,8 +17,13 @@ from pivotal_sae import distributed
 from pivotal_sae.absorption.config import AbsorbConfig
 from pivotal_sae.absorption.jobs import setup
 from pivotal_sae.absorption.jobs.ablate import ablation_stage, check_ablation_inputs
-from pivotal_sae.absorption.jobs.cooccur import cooccurrence_stage
-from pivotal_sae.absorption.jobs.pairs import pairs_stage, rows_to_search, tokenizer_text
+from pivotal_sae.absorption.jobs.cooccur import check_memory, cooccurrence_stage
+from pivotal_sae.absorption.jobs.pairs import (
+    explanations_given,
+    pairs_stage,
+    rows_to_search,
+    tokenizer_text,
+)
 
 
 def run_absorb(config: AbsorbConfig) -> Path:
@@ -31,11 +36,15 @@ def _absorb(config: AbsorbConfig, run_dir: Path, resuming: bool) -> Path:
     started = time.perf_counter()
     models = setup.load_models(config, with_reader=True)
     check_ablation_inputs(config, models)
+    check_memory(config, models)
     rows_to_search(config, models.ablator.d_sae)
+    explanations = explanations_given(config, models.ablator.info.neuronpedia_id)
     _, counted = setup.open_contexts(config, models.lm, config.cooccurrence_prompts)
     _, ablated = setup.open_contexts(config, models.lm, config.n_prompts)
     if not resuming:
         setup.create_run_dir(run_dir, "absorb", config)
+    else:
+        setup.tidy_resumed_run(run_dir)
 
     metadata = setup.run_metadata(models, ablated)
     state = cooccurrence_stage(
@@ -54,7 +63,7 @@ def _absorb(config: AbsorbConfig, run_dir: Path, resuming: bool) -> Path:
         config, run_dir, effects, counter, effects_meta=effects_meta,
         cooc_meta=state.file_metadata(), examples=state.examples,
         W_dec_EM=models.ablator.W_dec.detach(), token_text=tokenizer_text(models.lm.tokenizer),
-        device=models.lm.device,
+        device=models.lm.device, explanations=explanations,
     )  # fmt: skip
     wall = {"wall_seconds": round(time.perf_counter() - started, 2), "resumed": resuming}
     summary = setup.update_summary(run_dir, "absorb", wall)

@@ -1,25 +1,22 @@
 """Checkpoints of a job's running state, so a killed run resumes to the same final result.
 
-A checkpoint is a set of results files written into `RUN/checkpoints/` under names that carry
-the stage and the number of contexts done, then `latest.json` naming them is written atomically
-(temporary file + rename), then older files are removed. A kill at any moment leaves
-`latest.json` pointing at a complete set. Jobs save only at batch boundaries, so a resumed run
-sees the same batches, in the same order, as an uninterrupted one.
+The shared scheme of `pivotal_sae.checkpoints`: a checkpoint is a folder
+`RUN/checkpoints/<stage>-<contexts done>/` of results files, then `latest.json` naming it (and
+the stage and count) is written atomically, then everything older is removed. A kill at any
+moment leaves `latest.json` pointing at a complete set. Jobs save only at batch boundaries, so
+a resumed run sees the same batches, in the same order, as an uninterrupted one.
 """
 
 from __future__ import annotations
 
-import json
-import shutil
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from pivotal_sae import distributed
-from pivotal_sae.runs import atomic_write_json
-
-LATEST = "latest.json"
+from pivotal_sae.checkpoints import LATEST, CheckpointFolder
+from pivotal_sae.errors import UserError
 
 
 @dataclass
@@ -32,38 +29,45 @@ class Checkpoint:
 
 class Checkpoints:
     def __init__(self, run_dir: Path) -> None:
-        self.dir = Path(run_dir) / "checkpoints"
+        self.folder = CheckpointFolder(run_dir)
+        self.dir = self.folder.dir
 
     def latest(self, stage: str) -> Checkpoint | None:
-        """The last complete checkpoint of `stage`, if any."""
-        path = self.dir / LATEST
-        if not path.is_file():
+        """The last complete checkpoint of `stage`, if any (a damaged record is a UserError)."""
+        record = self.folder.pointer()
+        if record is None or record.get("stage") != stage:
             return None
-        try:
-            record = json.loads(path.read_text())
-        except json.JSONDecodeError:
-            return None
-        if record.get("stage") != stage:
-            return None
-        files = {name: self.dir / file for name, file in record["files"].items()}
-        return Checkpoint(stage, int(record["contexts_done"]), files)
+        files, done = record.get("files"), record.get("contexts_done")
+        if not isinstance(files, dict) or not isinstance(done, int) or done < 0:
+            raise UserError(f"{self.dir / LATEST} is damaged; the run cannot resume")
+        directory = self.folder.folder(record["dir"])
+        paths = {str(name): directory / str(file) for name, file in files.items()}
+        missing = [p for p in paths.values() if not p.is_file()]
+        if missing:
+            raise UserError(f"checkpoint file {missing[0]} is missing; the run cannot resume")
+        return Checkpoint(stage, done, paths)
 
     def save(
         self, stage: str, contexts_done: int, writers: Mapping[str, Callable[[Path], None]]
     ) -> None:
-        """Write each file with its writer, then point `latest.json` at them."""
-        self.dir.mkdir(parents=True, exist_ok=True)
-        names = {name: f"{stage}-{name}-{contexts_done:010d}.safetensors" for name in writers}
-        for name, write in writers.items():
-            write(self.dir / names[name])
-        record = {"stage": stage, "contexts_done": contexts_done, "files": names}
-        atomic_write_json(self.dir / LATEST, record)
-        for old in self.dir.iterdir():
-            if old.name != LATEST and old.name not in names.values():
-                old.unlink(missing_ok=True)
+        """Write each file with its writer into the checkpoint's folder, then point
+        `latest.json` at them and remove older checkpoints."""
+        name = f"{stage}-{contexts_done:010d}"
+        directory = self.folder.folder(name)
+        directory.mkdir(parents=True, exist_ok=True)
+        files = {key: f"{key}.safetensors" for key in writers}
+        for key, write in writers.items():
+            write(directory / files[key])
+        self.folder.commit(name, {"stage": stage, "contexts_done": contexts_done, "files": files})
 
-    def clear(self) -> None:
-        shutil.rmtree(self.dir, ignore_errors=True)
+    def clear(self, stage: str) -> None:
+        """Remove the checkpoints once `stage` is finished (those of a later stage stay)."""
+        try:
+            record = self.folder.pointer()
+        except UserError:
+            return  # damaged: left for `latest` to report when the next stage resumes
+        if record is None or record.get("stage") == stage:
+            self.folder.clear()
 
 
 class SaveSchedule:

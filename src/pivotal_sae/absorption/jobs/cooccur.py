@@ -37,6 +37,7 @@ from pivotal_sae.absorption.results import (
     save_top_examples,
 )
 from pivotal_sae.lm.contexts import ContextBatch, Contexts
+from pivotal_sae.runs import check_fits
 
 STAGE = "cooccur"
 
@@ -160,11 +161,15 @@ def cooccurrence_stage(
     if finished is not None:
         examples_file = results_file(run_dir, "top_examples")
         assert examples_file is not None, "top examples are written before the counts"
-        return CooccurrenceState(
+        state = CooccurrenceState(
             load_cooccurrence_counter(finished, device),
             load_top_examples(examples_file, device),
             meta,
         )
+        # Killed between the final file and the summary: finish what that run left undone.
+        if distributed.is_main():
+            finish_stage(run_dir, state, seconds=None, tokens_before=None)
+        return state
     checkpoints = Checkpoints(run_dir)
     latest = checkpoints.latest(STAGE) if resuming else None
     # The checkpoint holds the sum over all ranks so far: rank 0 alone takes it up.
@@ -199,8 +204,23 @@ def cooccurrence_stage(
     # Examples first: the counts file marks the stage finished.
     save_top_examples(run_dir / f"top_examples{suffix}", state.examples, meta)
     save_cooccurrences(run_dir / f"cooccurrences{suffix}", state.counter, meta)
-    checkpoints.clear()
+    finish_stage(run_dir, state, seconds=seconds, tokens_before=tokens_before)
+    return state
+
+
+def finish_stage(
+    run_dir: Path, state: CooccurrenceState, *, seconds: float | None, tokens_before: int | None
+) -> None:
+    """After the final files: the summary entry, then the checkpoints go. Also run on resume
+    when a killed run had written the files but not this (timings then unknown: None)."""
     counter = state.counter
+    if seconds is None or tokens_before is None:
+        if STAGE in setup.read_summary(run_dir):
+            Checkpoints(run_dir).clear(STAGE)
+            return
+        speed = None
+    else:
+        speed = round((counter.tokens_counted - tokens_before) / max(seconds, 1e-9))
     setup.update_summary(run_dir, STAGE, {
         "tokens_counted": counter.tokens_counted,
         "contexts_processed": counter.contexts_processed,
@@ -209,11 +229,21 @@ def cooccurrence_stage(
         "latents_that_fired": int((counter.firing_counts_e > 0).sum()),
         "mean_l0": float(counter.firing_counts_e.sum()) / max(counter.tokens_counted, 1),
         "distinct_pairs": counter.distinct_pairs(),
-        "wall_seconds": round(seconds, 2),
-        "tokens_per_second": round((counter.tokens_counted - tokens_before) / max(seconds, 1e-9)),
+        "wall_seconds": None if seconds is None else round(seconds, 2),
+        "tokens_per_second": speed,
         **distributed.summary_entry(),
     })  # fmt: skip
-    return state
+    Checkpoints(run_dir).clear(STAGE)
+
+
+def check_memory(config: Any, models: setup.Models) -> None:
+    """Refuse up front top examples that cannot fit (E × K rows of windows, twice while
+    merging a batch in)."""
+    probe = TopExamples(1, 1, device="cpu")
+    per_example = 20 + 8 * probe.window  # value, context, position; a window of ids and acts
+    needed = 2 * models.ablator.d_sae * config.n_examples * per_example
+    check_fits(needed, f"--n-examples {config.n_examples} for {models.ablator.d_sae} latents",
+               models.ablator.device)  # fmt: skip
 
 
 def save_checkpoint(
@@ -232,9 +262,12 @@ def run_cooccur(config: CooccurConfig) -> Path:
 
 def _cooccur(config: CooccurConfig, run_dir: Path, resuming: bool) -> Path:
     models = setup.load_models(config, with_reader=False)
+    check_memory(config, models)
     _, contexts = setup.open_contexts(config, models.lm, config.n_prompts)
     if not resuming:
         setup.create_run_dir(run_dir, "cooccur", config)
+    else:
+        setup.tidy_resumed_run(run_dir)
     metadata = setup.run_metadata(models, contexts)
     state = cooccurrence_stage(config, models, contexts, run_dir, metadata, resuming=resuming)
     setup.say(

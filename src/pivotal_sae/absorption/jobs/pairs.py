@@ -8,6 +8,7 @@ report.html and the `pairs` entry of summary.json.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -20,10 +21,17 @@ from pivotal_sae.absorption.ablation import AblationEffects
 from pivotal_sae.absorption.config import PairJobConfig, PairsConfig
 from pivotal_sae.absorption.cooccurrence import DenseCooccurrence, SparseCooccurrence
 from pivotal_sae.absorption.examples import TopExamples
+from pivotal_sae.absorption.explanations import Explanations
 from pivotal_sae.absorption.jobs import setup
 from pivotal_sae.absorption.pairs import PairSearch, find_decoder_pairs, find_effect_pairs
 from pivotal_sae.errors import UserError
-from pivotal_sae.runs import default_run_dir, resolve_device, write_manifest
+from pivotal_sae.runs import (
+    check_new_run_dir,
+    default_run_dir,
+    prepare_new_run_dir,
+    resolve_device,
+    write_manifest,
+)
 
 STAGE = "pairs"
 
@@ -32,6 +40,7 @@ def load_effects(path: Path, device: torch.device) -> tuple[AblationEffects, dic
     """Effects of a results file (rows or full layout, or the original scripts' file) as an
     `AblationEffects`, never densifying the rows of latents that were not ablated."""
     tensors, metadata = results.read_file(path)
+    checked_metadata(metadata, path)
     kind = results.kind_of(tensors, metadata, path)
     if kind not in (results.EFFECTS, "legacy") or not {"effects_eE", "effects_eE_rows"} & set(
         tensors
@@ -72,6 +81,7 @@ def load_counts(
     path: Path, device: torch.device
 ) -> tuple[DenseCooccurrence | SparseCooccurrence, dict[str, Any]]:
     tensors, metadata = results.read_file(path)
+    checked_metadata(metadata, path)
     if results.kind_of(tensors, metadata, path) == "legacy":
         raise UserError(
             f"{path} is an original-scripts file without a token count; recount with "
@@ -152,8 +162,9 @@ def pairs_stage(
     W_dec_EM: torch.Tensor | None,
     token_text: Callable[[Sequence[int]], list[str]] | None,
     device: torch.device,
+    explanations: Explanations | None = None,
 ) -> PairSearch:
-    """Search the pairs and write the report into `out`."""
+    """Search the pairs and write the report into `out` (`explanations`: read beforehand)."""
     from pivotal_sae.absorption.explanations import load_explanations
     from pivotal_sae.absorption.report import write_report
 
@@ -175,7 +186,8 @@ def pairs_stage(
     search_s = time.perf_counter() - started
     ablator = effects_meta.get("ablator_sae") or {}
     neuronpedia_id = config.ablator_sae_neuronpedia_id or ablator.get("neuronpedia_id")
-    explanations = load_explanations(neuronpedia_id, config.explanations)
+    if explanations is None:
+        explanations = load_explanations(neuronpedia_id, config.explanations)
     summary = report_summary(effects_meta, cooc_meta)
     write_report(
         out, search, decoder_pairs=decoder, examples=examples, explanations=explanations,
@@ -240,8 +252,61 @@ def _decoder(ablator: dict[str, Any], device: torch.device) -> torch.Tensor | No
     return None
 
 
+def explanations_given(config: Any, neuronpedia_id: str | None) -> Explanations | None:
+    """The --explanations file read up front (a bad one is refused before any work), or None
+    to look them up at the end (cache or download, which never fails)."""
+    from pivotal_sae.absorption.explanations import load_explanations
+
+    if config.explanations is None:
+        return None
+    return load_explanations(config.ablator_sae_neuronpedia_id or neuronpedia_id,
+                             config.explanations)  # fmt: skip
+
+
+def checked_metadata(metadata: dict[str, Any], path: Path) -> dict[str, Any]:
+    """The metadata the report reads, checked for the shapes it expects (a tampered file is a
+    one-line error, not a crash halfway through the report)."""
+    for key in ("ablator_sae", "reader_sae", "sae"):
+        if metadata.get(key) is not None and not isinstance(metadata[key], dict):
+            raise UserError(f"{path}: metadata {key!r} is damaged (not a JSON object)")
+    corpus = metadata.get("corpus")
+    if corpus is not None and not isinstance(corpus, dict | str):
+        raise UserError(f"{path}: metadata 'corpus' is damaged")
+    excluded = metadata.get("excluded_latents")
+    if excluded is not None and not isinstance(excluded, list):
+        raise UserError(f"{path}: metadata 'excluded_latents' is damaged (not a list)")
+    for key in ("tokens_counted", "contexts_processed", "contexts_ablated", "d_sae",
+                "reader_d_sae"):  # fmt: skip
+        value = metadata.get(key)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+            raise UserError(f"{path}: metadata {key!r} is damaged (not a whole number)")
+    neuronpedia_id = (metadata.get("ablator_sae") or {}).get("neuronpedia_id")
+    if neuronpedia_id is not None and not isinstance(neuronpedia_id, str):
+        raise UserError(f"{path}: metadata 'neuronpedia_id' is damaged (not a string)")
+    return metadata
+
+
+def output_dir(config: PairsConfig) -> Path:
+    """Where the report goes, refused before any work unless it is a run directory (pairs adds
+    its files there) or a place for a new one: a user's own files are never replaced."""
+    if config.out is not None:
+        out = Path(config.out)
+    elif config.input_path is not None and Path(config.input_path).is_dir():
+        out = Path(config.input_path)
+    else:
+        out = default_run_dir("pairs")
+    if (out / "manifest.json").is_file():
+        setup.check_summary(out)
+        if not os.access(out, os.W_OK | os.X_OK):
+            raise UserError(f"--out {out} is not writable")
+    else:
+        check_new_run_dir(out, resumable=False)
+    return out
+
+
 def run_pairs(config: PairsConfig) -> Path:
     device = resolve_device(config.device)
+    out = output_dir(config)
     effects_path, cooc_path, examples_path = _inputs(config)
     # Everything is read and checked before anything is written.
     effects, effects_meta = load_effects(effects_path, device)
@@ -254,20 +319,18 @@ def run_pairs(config: PairsConfig) -> Path:
         )
     rows_to_search(config, effects.d_sae)
     examples = results.load_top_examples(examples_path, device) if examples_path else None
-    if config.out is not None:
-        out = Path(config.out)
-    elif config.input_path is not None and Path(config.input_path).is_dir():
-        out = Path(config.input_path)
-    else:
-        out = default_run_dir("pairs")
+    explanations = explanations_given(
+        config, (effects_meta.get("ablator_sae") or {}).get("neuronpedia_id")
+    )
     if not (out / "manifest.json").exists():
-        out.mkdir(parents=True, exist_ok=True)
+        prepare_new_run_dir(out, resumable=False)
         write_manifest(out, "pairs", {k: str(v) if isinstance(v, Path) else v
                                       for k, v in vars(config).items()})  # fmt: skip
     search = pairs_stage(
         config, out, effects, counter, effects_meta=effects_meta, cooc_meta=cooc_meta,
         examples=examples, W_dec_EM=_decoder(effects_meta.get("ablator_sae") or {}, device),
         token_text=token_text_for(effects_meta.get("model")), device=device,
+        explanations=explanations,
     )  # fmt: skip
     setup.say(
         f"{len(search.pairs):,} pairs (of {search.n_matching:,} matching) in {out}/report.html"

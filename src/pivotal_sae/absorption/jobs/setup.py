@@ -23,10 +23,12 @@ from pivotal_sae.lm.corpus import Corpus, open_corpus
 from pivotal_sae.lm.model import LanguageModel, parse_dtype
 from pivotal_sae.runs import (
     atomic_write_json,
+    check_new_run_dir,
     code_version,
     default_run_dir,
     prepare_new_run_dir,
     read_manifest,
+    remove_partial_writes,
     write_manifest,
 )
 from pivotal_sae.saes.loading import load_sae
@@ -62,7 +64,9 @@ def start_run(config: JobConfig, job: str) -> tuple[JobConfig, Path, bool]:
     """`(config, run_dir, resuming)`. With --resume the run's own options come back from its
     manifest; flags given beside --resume must agree with them (only --device may change)."""
     if config.resume is None:
-        return config, Path(config.out or default_run_dir(job)), False
+        run_dir = Path(config.out or default_run_dir(job))
+        check_new_run_dir(run_dir)  # before any work: --out must be a place for a new run
+        return config, run_dir, False
     run_dir = Path(config.resume)
     saved = read_manifest(run_dir, job).get("config", {})
     given, plain = config_to_dict(config), defaults_of(type(config))
@@ -78,7 +82,14 @@ def start_run(config: JobConfig, job: str) -> tuple[JobConfig, Path, bool]:
     kwargs.update(resume=None, out=str(run_dir))
     if config.device != plain.get("device"):
         kwargs["device"] = config.device
-    return _from_dict(type(config), kwargs), run_dir, True
+    try:
+        resumed = _from_dict(type(config), kwargs)
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise UserError(f"{run_dir / 'manifest.json'} is damaged: its config does not make a "
+                        f"run ({exc})") from None  # fmt: skip
+    except UserError as exc:
+        raise UserError(f"{run_dir / 'manifest.json'} is damaged: {exc}") from None
+    return resumed, run_dir, True
 
 
 def _from_dict(config_cls: type, values: dict[str, Any]) -> Any:
@@ -151,6 +162,7 @@ def load_models(config: ModelJobConfig, *, with_reader: bool) -> Models:
 def open_contexts(
     config: ModelJobConfig, lm: LanguageModel, n_prompts: int
 ) -> tuple[Corpus, Contexts]:
+    lm.check_context_length(config.max_tokens_in_prompt)
     corpus = open_corpus(config.corpus, dataset_id=config.dataset_id, split=config.split,
                          text_column=config.text_column)  # fmt: skip
     contexts = Contexts(corpus, lm.tokenizer, config.max_tokens_in_prompt, n_prompts,
@@ -195,16 +207,43 @@ def run_metadata(models: Models, contexts: Contexts) -> dict[str, Any]:
     return meta
 
 
-def update_summary(run_dir: Path, stage: str, values: dict[str, Any]) -> dict[str, Any]:
-    """summary.json holds one entry per stage run in the directory (cooccur, ablate, pairs)."""
+def read_summary(run_dir: Path) -> dict[str, Any]:
+    """The stages recorded in `run_dir`'s summary.json so far ({} if none, or unreadable: the
+    run rewrites it)."""
     path = run_dir / SUMMARY
     try:
         summary = json.loads(path.read_text()) if path.is_file() else {}
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, UnicodeDecodeError):
         summary = {}
+    return summary if isinstance(summary, dict) else {}
+
+
+def check_summary(run_dir: Path) -> None:
+    """Refuse, before any work, to add to a summary.json that is not this program's."""
+    path = run_dir / SUMMARY
+    if not path.exists():
+        return
+    try:
+        summary = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        summary = None
+    if not isinstance(summary, dict):
+        raise UserError(f"{path} is not a run summary (a JSON object); move it away or choose "
+                        "another --out")  # fmt: skip
+
+
+def update_summary(run_dir: Path, stage: str, values: dict[str, Any]) -> dict[str, Any]:
+    """summary.json holds one entry per stage run in the directory (cooccur, ablate, pairs)."""
+    summary = read_summary(run_dir)
     summary[stage] = values
-    atomic_write_json(path, summary)
+    atomic_write_json(run_dir / SUMMARY, summary)
     return summary
+
+
+def tidy_resumed_run(run_dir: Path) -> None:
+    """Before a resumed run continues: remove what interrupted writes left behind."""
+    if distributed.is_main():
+        remove_partial_writes(run_dir)
 
 
 def say(message: str) -> None:
