@@ -23,6 +23,7 @@ from typing import Any, Literal, TypeVar, get_args, get_origin
 import typer
 
 from pivotal_sae.errors import UserError
+from pivotal_sae.hub import check_hub_sources
 
 T = TypeVar("T")
 
@@ -126,6 +127,8 @@ def typer_command(config_cls: type[T], job: Callable[[T], Any]) -> Callable[...,
             )
         except TypeError as exc:  # a missing required option
             raise UserError(str(exc)) from None
+        # After the config's own checks of arguments and local files, before any download.
+        check_hub_sources(config)
         return job(config)
 
     command.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
