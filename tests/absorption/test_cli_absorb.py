@@ -95,11 +95,15 @@ def assert_same_results(a: Path, b: Path) -> None:
             assert torch.equal(left[key], right[key]), f"{name}: {key}"
 
 
-def test_absorb_end_to_end_and_the_separate_commands_agree(tmp_path, tiny):
+def test_absorb_end_to_end_and_the_separate_commands_agree(tmp_path, tiny, capsys):
     run = tmp_path / "absorb"
     argv = ["absorb", *models(tiny), *SIZES, "--n-prompts", "16", "--cooccurrence-prompts", "24",
             "--save-frequency", "8", "--out", str(run)]  # fmt: skip
     assert main(argv) == 0
+    stages = [line.split(":")[1].strip() for line in capsys.readouterr().err.splitlines()]
+    assert stages == ["loading the model and SAEs", "co-occurrence", "co-occurrence",
+                      "ablation", "ablation", "searching pairs and writing the report",
+                      stages[-1]]  # fmt: skip
     for name in ("manifest.json", "cooccurrences.safetensors", "top_examples.safetensors",
                  "effects.safetensors", "pairs.json", "pairs.csv", "histogram.png",
                  "report.html", "summary.json"):  # fmt: skip

@@ -91,7 +91,9 @@ def test_sae_info_bad_inputs(tmp_path, tiny_bert_dir, monkeypatch, capsys):
         _fails(["sae-info", *argv], needle, capsys)
 
 
-def test_train_sae_writes_saelens_dirs_metrics_and_summary(tmp_path, tiny_bert_dir, text_file):
+def test_train_sae_writes_saelens_dirs_metrics_and_summary(
+    tmp_path, tiny_bert_dir, text_file, capsys
+):
     from sae_lens import SAE
 
     out = tmp_path / "run"
@@ -99,6 +101,9 @@ def test_train_sae_writes_saelens_dirs_metrics_and_summary(tmp_path, tiny_bert_d
     argv = ["train-sae", "--out", str(out), "--model", str(tiny_bert_dir), "--corpus",
             str(text_file), *hooks, *TINY_TRAIN]  # fmt: skip
     assert main(argv) == 0
+    err = capsys.readouterr().err  # not a terminal: one line as the pass starts and ends
+    assert "training 2 SAEs at blocks.0.hook_resid_post, blocks.2.hook_mlp_out" in err
+    assert "train-sae (2 SAEs): done, " in err
     summary = json.loads((out / "summary.json").read_text())
     assert summary["tokens"] > 0 and summary["tokens_per_second"] > 0
     for hook in ("blocks.0.hook_resid_post", "blocks.2.hook_mlp_out"):

@@ -33,6 +33,7 @@ from pivotal_sae.lm.buffer import ActivationBuffer
 from pivotal_sae.lm.contexts import Contexts
 from pivotal_sae.lm.corpus import open_corpus
 from pivotal_sae.lm.model import LanguageModel
+from pivotal_sae.progress import progress, say
 from pivotal_sae.runs import (
     JsonlLog,
     atomic_write_json,
@@ -173,21 +174,24 @@ def train(config: TrainSaeConfig, out: Path) -> dict[str, Any]:
     world = ranks.world_size
     buffer = ActivationBuffer(config.buffer_tokens // world, config.batch_size // world,
                               seed=config.seed + ranks.rank)  # fmt: skip
-    chunks = _chunks(lm, train_contexts, hooks, config.context_batch_size, start=n_eval)
     tokens, started = 0, time.perf_counter()
-    progress = _progress(config.n_prompts * (config.max_tokens_in_prompt - 1))
-    for step, batch in enumerate(_while_all_ranks_have(buffer.batches(chunks)), 1):
-        for hook, trainer in trainers.items():
-            output = trainer.train_step(batch[hook])
-            if log is not None and writer is not None and step % config.log_every == 0:
-                metrics = trainer.metrics(output)
-                log.append({"step": step, "tokens": tokens + config.batch_size, "hook": hook,
-                            **metrics})  # fmt: skip
-                for name, value in metrics.items():
-                    writer.add_scalar(f"{hook}/{name}", value, step)
-        tokens += config.batch_size
-        progress.update(config.batch_size)
-    progress.close()
+    say(f"training {_saes(hooks)} on {config.n_prompts:,} contexts")
+    # The bar counts tokens read through the model (the buffer fills before the first step, so
+    # a bar of trained tokens would start with an hours-long estimate); one bar for all SAEs.
+    label = f"train-sae ({len(hooks)} SAEs)" if len(hooks) > 1 else "train-sae"
+    with progress(config.n_prompts * (config.max_tokens_in_prompt - 1), "tok", label) as bar:
+        chunks = _chunks(lm, train_contexts, hooks, config.context_batch_size, start=n_eval)
+        chunks = _counted(chunks, bar, hooks[0])
+        for step, batch in enumerate(_while_all_ranks_have(buffer.batches(chunks)), 1):
+            for hook, trainer in trainers.items():
+                output = trainer.train_step(batch[hook])
+                if log is not None and writer is not None and step % config.log_every == 0:
+                    metrics = trainer.metrics(output)
+                    log.append({"step": step, "tokens": tokens + config.batch_size, "hook": hook,
+                                **metrics})  # fmt: skip
+                    for name, value in metrics.items():
+                        writer.add_scalar(f"{hook}/{name}", value, step)
+            tokens += config.batch_size
     if writer is not None:
         writer.close()
     if log is not None:
@@ -375,9 +379,17 @@ def evaluate(sae: Any, acts_NM: torch.Tensor, chunk: int = 8192) -> dict[str, fl
     }
 
 
-def _progress(total: int) -> Any:
-    from tqdm.auto import tqdm
-
-    return tqdm(
-        total=total, unit="tok", unit_scale=True, desc="train-sae", disable=not sys.stderr.isatty()
+def _saes(hooks: list[str]) -> str:
+    return (
+        f"an SAE at {hooks[0]}" if len(hooks) == 1 else f"{len(hooks)} SAEs at {', '.join(hooks)}"
     )
+
+
+def _counted(
+    chunks: Iterator[dict[str, torch.Tensor]], bar: Any, hook: str
+) -> Iterator[dict[str, torch.Tensor]]:
+    """The chunks, counting their tokens on `bar` (this rank's times the ranks: an estimate)."""
+    world = distributed.current().world_size
+    for chunk in chunks:
+        bar.update(len(chunk[hook]) * world)
+        yield chunk

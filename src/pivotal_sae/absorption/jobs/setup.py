@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sys
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,8 @@ from pivotal_sae.errors import UserError
 from pivotal_sae.lm.contexts import Contexts
 from pivotal_sae.lm.corpus import Corpus, open_corpus
 from pivotal_sae.lm.model import LanguageModel, parse_dtype
+from pivotal_sae.progress import progress as progress  # the jobs' bars, re-exported
+from pivotal_sae.progress import say as say
 from pivotal_sae.runs import (
     atomic_write_json,
     code_version,
@@ -194,17 +195,3 @@ def update_summary(run_dir: Path, stage: str, values: dict[str, Any]) -> dict[st
     summary[stage] = values
     atomic_write_json(path, summary)
     return summary
-
-
-def say(message: str) -> None:
-    if distributed.is_main():  # one voice per run, not one per rank
-        print(f"pivotal-sae: {message}", file=sys.stderr)
-
-
-def progress(total: int, unit: str, desc: str) -> Any:
-    """A tqdm bar (rate in `unit`/s) that stays quiet when stderr is not a terminal, and on
-    every rank but rank 0."""
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, unit=unit, unit_scale=True, desc=desc, dynamic_ncols=True,
-                disable=not sys.stderr.isatty() or not distributed.is_main())  # fmt: skip
