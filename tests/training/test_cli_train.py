@@ -101,7 +101,8 @@ def test_train_sae_writes_saelens_dirs_metrics_and_summary(
     argv = ["train-sae", "--out", str(out), "--model", str(tiny_bert_dir), "--corpus",
             str(text_file), *hooks, *TINY_TRAIN]  # fmt: skip
     assert main(argv) == 0
-    err = capsys.readouterr().err  # not a terminal: one line as the pass starts and ends
+    out_text, err = capsys.readouterr()  # not a terminal: one line as the pass starts and ends
+    assert "held-out FVU" in out_text and "L0" in out_text and "dead latents" in out_text
     assert "training 2 SAEs at blocks.0.hook_resid_post, blocks.2.hook_mlp_out" in err
     assert "train-sae (2 SAEs): done, " in err
     summary = json.loads((out / "summary.json").read_text())
@@ -116,6 +117,10 @@ def test_train_sae_writes_saelens_dirs_metrics_and_summary(
         with torch.no_grad():
             torch.testing.assert_close(ours.encode(x), reference.encode(x), rtol=1e-5, atol=1e-5)
         assert ours.hook_name == hook and ours.info.model_name == str(tiny_bert_dir)
+        recorded = ours.info.metadata["training_scores"]  # the SAE keeps its scores
+        assert (
+            recorded["fvu"] == entry["fvu"] and recorded["dead_fraction"] == entry["dead_fraction"]
+        )
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert {"mse", "fvu", "l0", "dead_latents"} <= set(records[0])
     assert any((out / "tensorboard").iterdir())
@@ -133,6 +138,9 @@ def test_default_saes_train_once_into_the_cache(tmp_path, monkeypatch, text_file
                 batch_size=64, buffer_tokens=256, context_batch_size=8,
                 corpus=text_file)  # fmt: skip
     dirs = lm_train.train_default_saes(device="cpu", **tiny)
+    cached = capsys.readouterr().err.splitlines()[-1]
+    assert cached.startswith("pivotal-sae: default SAEs cached in ")
+    assert "held-out FVU" in cached and "L0" in cached and "dead latents" in cached
     assert defaults.find_default_saes() == dirs
     assert set(dirs) == set(defaults.DEFAULT_HOOKS)
     assert not list((tmp_path / "cache" / "default-saes").glob(".*.tmp"))
@@ -140,3 +148,4 @@ def test_default_saes_train_once_into_the_cache(tmp_path, monkeypatch, text_file
     reports = json.loads(capsys.readouterr().out)
     assert [r["hook_name"] for r in reports] == list(defaults.DEFAULT_HOOKS)
     assert all(r["model"] == "all-MiniLM-L6-v2" and r["d_in"] == 384 for r in reports)
+    assert all(set(r["training_scores"]) >= {"fvu", "l0", "dead_fraction"} for r in reports)

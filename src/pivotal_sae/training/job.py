@@ -15,6 +15,7 @@ every rank holds the same SAE. Rank 0 alone logs, saves and evaluates.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import shutil
@@ -65,7 +66,7 @@ def _run_train_sae(config: TrainSaeConfig, ranks: distributed.Ranks) -> Path:
     out = config.out or default_run_dir("train-sae")
     summary = train(config, out)
     if ranks.is_main:
-        print(f"pivotal-sae: SAEs in {out} (FVU {_fmt(summary, 'fvu')}, L0 {_fmt(summary, 'l0')})")
+        print(f"pivotal-sae: SAEs in {out} ({_scores(summary)})")
     return out
 
 
@@ -94,14 +95,14 @@ def train_default_saes(
         hook=list(defaults.DEFAULT_HOOKS), out=staging, device=device, **overrides
     )
     try:
-        train(config, staging)
+        summary = train(config, staging)
         if root.exists():
             shutil.rmtree(root)
         root.parent.mkdir(parents=True, exist_ok=True)
         os.replace(staging, root)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    print(f"pivotal-sae: default SAEs cached in {root}", file=sys.stderr)
+    print(f"pivotal-sae: default SAEs cached in {root} ({_scores(summary)})", file=sys.stderr)
     return dirs
 
 
@@ -120,9 +121,13 @@ def ensure_default_saes() -> dict[str, Path]:
     return train_default_saes()
 
 
-def _fmt(summary: dict[str, Any], key: str) -> str:
-    values = [s[key] for s in summary["saes"].values()]
-    return ", ".join(f"{v:.3g}" for v in values)
+def _scores(summary: dict[str, Any]) -> str:
+    """ "FVU 0.21, 0.25; L0 32, 32; dead 0.4 %, 1.1 %": each SAE's held-out scores, in order."""
+    saes = summary["saes"].values()
+    fvu = ", ".join(f"{s['fvu']:.3g}" for s in saes)
+    l0 = ", ".join(f"{s['l0']:.3g}" for s in saes)
+    dead = ", ".join(f"{100 * s['dead_fraction']:.1f} %" for s in saes)
+    return f"held-out FVU {fvu}; L0 {l0}; dead latents {dead}"
 
 
 def hook_dir(out: Path, hooks: list[str], hook: str) -> Path:
@@ -218,6 +223,7 @@ def train(config: TrainSaeConfig, out: Path) -> dict[str, Any]:
         trainer.save(staging)
         os.replace(staging, directory / "sae")
         scores = evaluate(read_sae_dir(directory / "sae", device=lm.device), eval_acts[hook])
+        record_training_scores(directory / "sae", {**scores, "eval_tokens": len(eval_acts[hook])})
         entry = {
             "hook": hook,
             **scores,
@@ -355,6 +361,14 @@ class _TopK:
 
         shutil.rmtree(directory, ignore_errors=True)
         finish_and_save(self.trainer, str(directory))
+
+
+def record_training_scores(sae_dir: Path, scores: dict[str, float]) -> None:
+    """Keep the held-out scores in the SAE's own cfg.json (metadata `training_scores`, which
+    SAELens loads and ignores), so that whoever reads the SAE later can show them."""
+    cfg = json.loads((sae_dir / "cfg.json").read_text())
+    cfg.setdefault("metadata", {})["training_scores"] = scores
+    atomic_write_json(sae_dir / "cfg.json", cfg)
 
 
 @torch.no_grad()

@@ -119,6 +119,14 @@ def rows_to_search(config: Any, d_sae: int) -> list[int] | None:
     return [i for i in (config.just_these or first) if i < config.max_steps]
 
 
+def scores_text(scores: dict[str, Any] | None) -> str | None:
+    """ "held-out FVU 0.213, L0 32, dead latents 1.2 %", or None for SAEs not trained here."""
+    if not scores:
+        return None
+    return (f"held-out FVU {scores['fvu']:.3g}, L0 {scores['l0']:.3g}, dead latents "
+            f"{100 * scores['dead_fraction']:.1f} %")  # fmt: skip
+
+
 def report_summary(effects_meta: dict[str, Any], cooc_meta: dict[str, Any]) -> dict[str, Any]:
     corpus = effects_meta.get("corpus") or cooc_meta.get("corpus") or {}
     ablator = effects_meta.get("ablator_sae") or cooc_meta.get("sae") or {}
@@ -130,6 +138,8 @@ def report_summary(effects_meta: dict[str, Any], cooc_meta: dict[str, Any]) -> d
         "ablator_hook": ablator.get("hook_name"),
         "reader_sae": reader.get("label"),
         "reader_hook": reader.get("hook_name"),
+        "ablator_sae_scores": scores_text(ablator.get("training_scores")),
+        "reader_sae_scores": scores_text(reader.get("training_scores")),
         "tokens_counted": cooc_meta.get("tokens_counted"),
         "contexts_counted": cooc_meta.get("contexts_processed"),
         "contexts_ablated_in": effects_meta.get("contexts_ablated"),

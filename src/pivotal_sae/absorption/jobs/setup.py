@@ -33,6 +33,7 @@ from pivotal_sae.runs import (
 from pivotal_sae.saes.loading import load_sae
 from pivotal_sae.saes.sae import Sae
 from pivotal_sae.training import defaults
+from pivotal_sae.training.info import training_scores
 
 SUMMARY = "summary.json"
 #: Options a resumed run may change: where it runs, not what it computes.
@@ -170,6 +171,7 @@ def sae_identity(sae: Sae) -> dict[str, Any]:
         "architecture": info.architecture,
         "model_name": info.model_name,
         "label": info.label,
+        "training_scores": training_scores(sae),
     }
 
 
