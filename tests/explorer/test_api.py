@@ -162,6 +162,20 @@ def test_openapi_schema(client):
     assert schema["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
 
 
+def test_api_docs_page_works_offline(client):
+    """Swagger UI came from a CDN (a blank page offline); the reference is served whole."""
+    response = client.get("/api/docs")
+    assert response.status_code == 200
+    page = response.text
+    assert "cdn." not in page and "<script>" not in page.replace(
+        '<script src="/static/app.js" defer></script>', ""
+    )
+    for path in ("/api/highlight", "/api/top-latents", "/api/saes", "/api/pairs"):
+        assert f"<code>{path}" in page
+    assert 'id="schema-HighlightRequest"' in page and "feature_idx" in page
+    assert 'href="/api/openapi.json"' in page
+
+
 class _NoOffsets:
     """A tokenizer that, like Python-only tokenizers, cannot give character offsets."""
 
