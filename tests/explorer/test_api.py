@@ -176,6 +176,13 @@ def test_api_docs_page_works_offline(client):
     assert 'href="/api/openapi.json"' in page
 
 
+def test_latent_page_of_a_latent_that_never_fired_says_so(client, world):
+    never = int((world["counter"].firing_counts_e == 0).nonzero()[0])
+    sae = client.get("/api/info").json()["saes"][0]["name"]
+    page = client.get(f"/latent/{sae}/{never}").text
+    assert f"Latent {never} never fired on the" in page
+
+
 class _NoOffsets:
     """A tokenizer that, like Python-only tokenizers, cannot give character offsets."""
 
