@@ -251,7 +251,8 @@ class PairsConfig(PairSearchOptions):
     """Co-occurrence results (default: cooccurrences.safetensors[.zst] beside the effects)."""
 
     out: Path | None = None
-    """Where the report goes (default: the run directory of --input-path, else a new one)."""
+    """Where the report goes (default: a new runs/<timestamp>-pairs; give the input's run
+    directory to rewrite its report in place)."""
 
     device: str = "auto"
     """auto, cpu or cuda: where the pair search runs."""

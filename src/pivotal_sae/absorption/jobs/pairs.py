@@ -263,12 +263,8 @@ def run_pairs(config: PairsConfig) -> Path:
         )
     rows_to_search(config, effects.d_sae)
     examples = results.load_top_examples(examples_path, device) if examples_path else None
-    if config.out is not None:
-        out = Path(config.out)
-    elif Path(config.input_path).is_dir():
-        out = Path(config.input_path)
-    else:
-        out = default_run_dir("pairs")
+    # A new run directory unless told otherwise: the input run keeps its own report.
+    out = Path(config.out) if config.out is not None else default_run_dir("pairs")
     if not (out / "manifest.json").exists():
         out.mkdir(parents=True, exist_ok=True)
         write_manifest(out, "pairs", {k: str(v) if isinstance(v, Path) else v
