@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import importlib.metadata
 import json
 import os
@@ -66,6 +67,15 @@ def default_run_dir(name: str, root: Path = Path("runs")) -> Path:
     return root / f"{stamp}-{name}"
 
 
+@functools.cache
+def default_file_mode() -> int:
+    """The mode `open()` would give a new file: 0o666 less the user's umask (read once; the
+    umask can only be read by setting it)."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 @contextlib.contextmanager
 def _atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."""
@@ -75,6 +85,8 @@ def _atomic_path(path: Path) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        # mkstemp (and safetensors, writing afresh) make files 0600; results are for sharing.
+        os.chmod(tmp_path, default_file_mode())
         os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)

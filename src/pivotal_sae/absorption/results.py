@@ -34,6 +34,7 @@ from pivotal_sae.absorption.cooccurrence import (
 )
 from pivotal_sae.absorption.examples import TopExamples
 from pivotal_sae.errors import UserError
+from pivotal_sae.runs import default_file_mode
 
 COOCCURRENCES = "cooccurrences"
 EFFECTS = "effects"
@@ -81,6 +82,7 @@ def save_file(path: Path, tensors: Mapping[str, torch.Tensor], metadata: Mapping
                 dst.flush()
                 os.fsync(dst.fileno())
             raw.unlink()
+        os.chmod(final, default_file_mode())  # safetensors writes 0600
         os.replace(final, path)
 
 
