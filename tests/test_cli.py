@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from pivotal_sae.cli import main
@@ -46,3 +48,41 @@ def test_multi_value_options_accept_argparse_style():
         "--y",
         "4",
     ]
+
+
+def _leaf_commands():
+    """(argv prefix, click command) for every command of the CLI, sub-groups walked."""
+    import typer
+
+    from pivotal_sae.cli import app
+
+    def walk(prefix, command):
+        subcommands = getattr(command, "commands", None)
+        if subcommands is None:
+            yield prefix, command
+            return
+        for name, sub in sorted(subcommands.items()):
+            yield from walk([*prefix, name], sub)
+
+    return list(walk([], typer.main.get_command(app)))
+
+
+@pytest.mark.parametrize(
+    ("argv", "command"), _leaf_commands(), ids=[" ".join(a) for a, _ in _leaf_commands()]
+)
+def test_help_at_80_columns_shows_every_option_name_whole(argv, command, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    monkeypatch.setenv("TERM", "dumb")
+    assert main([*argv, "--help"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"Usage: pivotal-sae {' '.join(argv)} [OPTIONS]"), out[:200]
+    assert max(len(line) for line in out.splitlines()) <= 80
+    for param in command.params:
+        if param.hidden:
+            continue
+        for name in [*param.opts, *param.secondary_opts]:
+            assert name in re.findall(r"-[\w-]+", out), (
+                f"{name} cut or missing in `{' '.join(argv)} --help`"
+            )
+    assert not re.findall(r"--[\w-]*-\n", out), "an option name in a description wrapped"
+    assert "<bool>" not in out, "switches take no value"

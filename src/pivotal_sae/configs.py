@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, get_args, get_origin
 import typer
 
 from pivotal_sae.errors import UserError
+from pivotal_sae.hub import check_hub_sources
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
@@ -134,6 +135,8 @@ def typer_command(config_cls: type[T], job: Callable[[T], Any]) -> Callable[...,
             )
         except TypeError as exc:  # a missing required option
             raise UserError(str(exc)) from None
+        # After the config's own checks of arguments and local files, before any download.
+        check_hub_sources(config)
         return job(config)
 
     command.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]

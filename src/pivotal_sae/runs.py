@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import importlib.metadata
 import json
 import os
@@ -72,6 +73,15 @@ def default_run_dir(name: str, root: Path = Path("runs")) -> Path:
 TMP_PREFIX, TMP_SUFFIX = ".", ".tmp"
 
 
+@functools.cache
+def default_file_mode() -> int:
+    """The mode `open()` would give a new file: 0o666 less the user's umask (read once; the
+    umask can only be read by setting it)."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 @contextlib.contextmanager
 def atomic_write(path: Path) -> Iterator[Path]:
     """The one way a file reaches a run directory: yield a temporary sibling `.NAME.XXXX.tmp`
@@ -88,6 +98,8 @@ def atomic_write(path: Path) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        # mkstemp (and safetensors, writing afresh) make files 0600; results are for sharing.
+        os.chmod(tmp_path, default_file_mode())
         with open(tmp_path, "rb+") as f:  # whole on disk before the rename makes it visible
             os.fsync(f.fileno())
         os.replace(tmp_path, path)

@@ -95,11 +95,15 @@ def assert_same_results(a: Path, b: Path) -> None:
             assert torch.equal(left[key], right[key]), f"{name}: {key}"
 
 
-def test_absorb_end_to_end_and_the_separate_commands_agree(tmp_path, tiny):
+def test_absorb_end_to_end_and_the_separate_commands_agree(tmp_path, tiny, capsys):
     run = tmp_path / "absorb"
     argv = ["absorb", *models(tiny), *SIZES, "--n-prompts", "16", "--cooccurrence-prompts", "24",
             "--save-frequency", "8", "--out", str(run)]  # fmt: skip
     assert main(argv) == 0
+    stages = [line.split(":")[1].strip() for line in capsys.readouterr().err.splitlines()]
+    assert stages == ["loading the model and SAEs", "co-occurrence", "co-occurrence",
+                      "ablation", "ablation", "searching pairs and writing the report",
+                      stages[-1]]  # fmt: skip
     for name in ("manifest.json", "cooccurrences.safetensors", "top_examples.safetensors",
                  "effects.safetensors", "pairs.json", "pairs.csv", "histogram.png",
                  "report.html", "summary.json"):  # fmt: skip
@@ -130,10 +134,35 @@ def test_absorb_end_to_end_and_the_separate_commands_agree(tmp_path, tiny):
     for name in ("cooccurrences", "top_examples"):
         shutil.copy(counted / f"{name}.safetensors", ablated)
     assert_same_results(run, ablated)
-    assert main(["pairs", "--input-path", str(ablated), "--decoder-pairs", "20"]) == 0
-    separate = json.loads((ablated / "pairs.json").read_text())
+    searched = tmp_path / "searched"
+    argv = ["pairs", "--input-path", str(ablated), "--decoder-pairs", "20", "--out", str(searched)]
+    assert main(argv) == 0
+    separate = json.loads((searched / "pairs.json").read_text())
     assert separate["pairs"] == pairs["pairs"]
     assert separate["decoder_pairs"] == pairs["decoder_pairs"]
+
+
+def test_pairs_on_a_run_writes_a_new_run_and_leaves_the_input_alone(tmp_path, monkeypatch, capsys):
+    from pivotal_sae.absorption.cooccurrence import DenseCooccurrence
+    from pivotal_sae.absorption.results import save_cooccurrences
+
+    run = tmp_path / "run"
+    run.mkdir()
+    generator = torch.Generator().manual_seed(0)
+    counter = DenseCooccurrence(12)
+    counter.update((torch.rand(60, 12, generator=generator) > 0.8).float(), contexts=6)
+    sae = {"path": "/nowhere/sae", "hook_name": "blocks.0.hook_resid_post", "d_sae": 12}
+    save_cooccurrences(run / "cooccurrences.safetensors", counter, {"sae": sae})
+    effects_eE = torch.randn(12, 5, generator=generator)
+    save_effects(run / "effects.safetensors", effects_eE, torch.ones(12, dtype=torch.int64),
+                 {"ablator_sae": sae})  # fmt: skip
+    before = snapshot(run)
+    monkeypatch.chdir(tmp_path)
+    assert main(["pairs", "--input-path", str(run), "--device", "cpu"]) == 0
+    assert snapshot(run) == before
+    (made,) = (tmp_path / "runs").iterdir()
+    assert made.name.endswith("-pairs") and (made / "pairs.json").is_file()
+    assert f"runs/{made.name}/report.html" in capsys.readouterr().err
 
 
 def _fails(argv: list[str], needle: str, capsys) -> str:

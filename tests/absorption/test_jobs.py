@@ -3,6 +3,8 @@ rule, and row-sparse effects standing in for the full matrix in the pair search.
 
 from __future__ import annotations
 
+import json
+
 import torch
 
 from pivotal_sae.absorption.ablation import AblationEffects
@@ -99,3 +101,22 @@ def test_row_sparse_effects_give_the_same_pairs_as_the_full_matrix():
     full = find_effect_pairs(effects.dense(), effects.how_often_activated_e, counter,
                              max_pairs=None)  # fmt: skip
     assert sparse.pairs == full.pairs and sparse.n_matching == full.n_matching > 0
+
+
+def test_the_report_and_summary_name_the_saes_training_scores(tmp_path, generator):
+    from pivotal_sae.absorption.jobs.pairs import report_summary
+    from pivotal_sae.absorption.report import write_report
+
+    scores = {"fvu": 0.2134, "l0": 31.7, "dead_fraction": 0.0123}
+    effects_meta = {"ablator_sae": {"label": "a", "training_scores": scores},
+                    "reader_sae": {"label": "r", "training_scores": None}}  # fmt: skip
+    summary = report_summary(effects_meta, {})
+    assert summary["ablator_sae_scores"] == "held-out FVU 0.213, L0 31.7, dead latents 1.2 %"
+    assert summary["reader_sae_scores"] is None
+    counter = DenseCooccurrence(6)
+    counter.update(torch.rand(30, 6, generator=generator), contexts=3)
+    search = find_effect_pairs(torch.randn(6, 4, generator=generator), torch.ones(6), counter,
+                               cooccurrence_threshold=100, cosine_sim_threshold=-1)  # fmt: skip
+    paths = write_report(tmp_path, search, summary=summary)
+    assert json.loads(paths["pairs.json"].read_text())["meta"]["ablator_sae_scores"]
+    assert "held-out FVU 0.213, L0 31.7, dead latents 1.2 %" in paths["report.html"].read_text()

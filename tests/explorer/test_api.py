@@ -162,6 +162,27 @@ def test_openapi_schema(client):
     assert schema["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
 
 
+def test_api_docs_page_works_offline(client):
+    """Swagger UI came from a CDN (a blank page offline); the reference is served whole."""
+    response = client.get("/api/docs")
+    assert response.status_code == 200
+    page = response.text
+    assert "cdn." not in page and "<script>" not in page.replace(
+        '<script src="/static/app.js" defer></script>', ""
+    )
+    for path in ("/api/highlight", "/api/top-latents", "/api/saes", "/api/pairs"):
+        assert f"<code>{path}" in page
+    assert 'id="schema-HighlightRequest"' in page and "feature_idx" in page
+    assert 'href="/api/openapi.json"' in page
+
+
+def test_latent_page_of_a_latent_that_never_fired_says_so(client, world):
+    never = int((world["counter"].firing_counts_e == 0).nonzero()[0])
+    sae = client.get("/api/info").json()["saes"][0]["name"]
+    page = client.get(f"/latent/{sae}/{never}").text
+    assert f"Latent {never} never fired on the" in page
+
+
 class _NoOffsets:
     """A tokenizer that, like Python-only tokenizers, cannot give character offsets."""
 

@@ -94,7 +94,6 @@ def test_highlight_in_process_and_via_server(tmp_path, world, live_server, capsy
     for extra, needle in cases:
         _fails(_highlight_args(world, tmp_path / "x.html", *extra), needle, capsys)
     _fails(_highlight_args(world, tmp_path / "no" / "x.html"), "does not exist", capsys)
-    _fails(["highlight", "--prompt", "x", "--feature-idx", "1"], "out", capsys)
     assert not (tmp_path / "x.html").exists()
 
 
@@ -149,3 +148,29 @@ def test_serve_off_loopback_needs_the_token(tmp_path, world, capsys):
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def test_highlight_says_when_the_latent_does_not_fire(tmp_path, world, live_server, capsys):
+    import httpx
+
+    prompt = "Liberty and union."
+    top = httpx.post(live_server + "/api/top-latents", json={"prompt": prompt, "k": 32}).json()
+    firing = {v["latent"] for token in top["tokens"] for v in token["top"]}
+    silent = min(set(range(96)) - firing)
+    out = tmp_path / "silent.html"
+    argv = ["highlight", "--prompt", prompt, "--feature-idx", str(silent), "--out", str(out),
+            "--server", live_server]  # fmt: skip
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert f"latent {silent} of " in err and "does not fire on this prompt" in err
+    assert "latents that do: " in err
+    assert "does not fire on any token of this prompt" in out.read_text()
+
+
+def test_highlight_without_out_names_its_file(tmp_path, world, live_server, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    argv = ["highlight", "--prompt", "Liberty and union.", "--feature-idx", "2",
+            "--server", live_server]  # fmt: skip
+    assert main(argv) == 0
+    assert (tmp_path / "highlight-latent-2.html").is_file()
+    assert "wrote highlight-latent-2.html" in capsys.readouterr().err

@@ -98,3 +98,18 @@ def test_resume_of_a_run_whose_manifest_has_no_config_is_refused(tmp_path, capsy
     assert main(["toy", "train", "--resume", str(run)]) == 2
     assert "records no config" in capsys.readouterr().err
     assert sorted(p.name for p in run.iterdir()) == ["manifest.json"]
+
+
+def test_resume_of_a_finished_run_says_so_and_changes_nothing(tmp_path, capsys):
+    run = tmp_path / "run"
+    argv = ["toy", "train", "--arch", "topk", "--max-step", "20", "--eval-every", "10",
+            "--sae-hidden-dim", "8", "--dataset-num-features", "8", "--model-dim", "10",
+            "--no-plots", "--out", str(run)]  # fmt: skip
+    assert main(argv) == 0
+    before = {p: p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()}
+    capsys.readouterr()
+    assert main(["toy", "train", "--resume", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "finished all 20 steps already; nothing changed" in out
+    after = {p: p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()}
+    assert after == before

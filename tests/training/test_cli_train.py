@@ -116,7 +116,9 @@ def test_sae_info_bad_inputs(tmp_path, tiny_bert_dir, monkeypatch, capsys):
         _fails(["sae-info", *argv], needle, capsys)
 
 
-def test_train_sae_writes_saelens_dirs_metrics_and_summary(tmp_path, tiny_bert_dir, text_file):
+def test_train_sae_writes_saelens_dirs_metrics_and_summary(
+    tmp_path, tiny_bert_dir, text_file, capsys
+):
     from sae_lens import SAE
 
     out = tmp_path / "run"
@@ -124,6 +126,10 @@ def test_train_sae_writes_saelens_dirs_metrics_and_summary(tmp_path, tiny_bert_d
     argv = ["train-sae", "--out", str(out), "--model", str(tiny_bert_dir), "--corpus",
             str(text_file), *hooks, *TINY_TRAIN]  # fmt: skip
     assert main(argv) == 0
+    out_text, err = capsys.readouterr()  # not a terminal: one line as the pass starts and ends
+    assert "held-out FVU" in out_text and "L0" in out_text and "dead latents" in out_text
+    assert "training 2 SAEs at blocks.0.hook_resid_post, blocks.2.hook_mlp_out" in err
+    assert "train-sae (2 SAEs): done, " in err
     summary = json.loads((out / "summary.json").read_text())
     assert summary["tokens"] > 0 and summary["tokens_per_second"] > 0
     for hook in ("blocks.0.hook_resid_post", "blocks.2.hook_mlp_out"):
@@ -136,6 +142,10 @@ def test_train_sae_writes_saelens_dirs_metrics_and_summary(tmp_path, tiny_bert_d
         with torch.no_grad():
             torch.testing.assert_close(ours.encode(x), reference.encode(x), rtol=1e-5, atol=1e-5)
         assert ours.hook_name == hook and ours.info.model_name == str(tiny_bert_dir)
+        recorded = ours.info.metadata["training_scores"]  # the SAE keeps its scores
+        assert (
+            recorded["fvu"] == entry["fvu"] and recorded["dead_fraction"] == entry["dead_fraction"]
+        )
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert {"mse", "fvu", "l0", "dead_latents"} <= set(records[0])
     assert any((out / "tensorboard").iterdir())
@@ -153,6 +163,9 @@ def test_default_saes_train_once_into_the_cache(tmp_path, monkeypatch, text_file
                 batch_size=64, buffer_tokens=256, context_batch_size=8,
                 corpus=text_file)  # fmt: skip
     dirs = lm_train.train_default_saes(device="cpu", **tiny)
+    cached = capsys.readouterr().err.splitlines()[-1]
+    assert cached.startswith("pivotal-sae: default SAEs cached in ")
+    assert "held-out FVU" in cached and "L0" in cached and "dead latents" in cached
     assert defaults.find_default_saes() == dirs
     assert set(dirs) == set(defaults.DEFAULT_HOOKS)
     assert not list((tmp_path / "cache" / "default-saes").glob(".*.tmp"))
@@ -160,3 +173,4 @@ def test_default_saes_train_once_into_the_cache(tmp_path, monkeypatch, text_file
     reports = json.loads(capsys.readouterr().out)
     assert [r["hook_name"] for r in reports] == list(defaults.DEFAULT_HOOKS)
     assert all(r["model"] == "all-MiniLM-L6-v2" and r["d_in"] == 384 for r in reports)
+    assert all(set(r["training_scores"]) >= {"fvu", "l0", "dead_fraction"} for r in reports)

@@ -30,6 +30,8 @@ def _check_sae_flags(prefix: str, path: Path | None, release: str | None, sae_id
         raise UserError(f"give either --{prefix}-sae-path or --{prefix}-sae-release, not both")
     if (release is None) != (sae_id is None):
         raise UserError(f"--{prefix}-sae-release and --{prefix}-sae-id go together")
+    if path is not None and not path.expanduser().exists():
+        raise UserError(f"--{prefix}-sae-path {path}: no such directory")
 
 
 @dataclass
@@ -235,7 +237,12 @@ class AblateConfig(RunOptions, AblationOptions, CorpusOptions, ReaderSaeOptions,
         check_common(self)
         self.check_reader_options()
         self.check_ablation_options()
-        _check([(self.n_prompts >= 1, f"--n-prompts must be at least 1 (got {self.n_prompts})")])
+        path = self.cooccurrence_path
+        _check([
+            (self.n_prompts >= 1, f"--n-prompts must be at least 1 (got {self.n_prompts})"),
+            (path is None or path.expanduser().exists(),
+             f"--cooccurrence-path {path}: no such file"),
+        ])  # fmt: skip
 
 
 @dataclass
@@ -250,7 +257,8 @@ class PairsConfig(PairSearchOptions):
     """Co-occurrence results (default: cooccurrences.safetensors[.zst] beside the effects)."""
 
     out: Path | None = None
-    """Where the report goes (default: the run directory of --input-path, else a new one)."""
+    """Where the report goes (default: a new runs/<timestamp>-pairs; give the input's run
+    directory to rewrite its report in place)."""
 
     device: str = "auto"
     """auto, cpu or cuda: where the pair search runs."""

@@ -6,12 +6,15 @@ Each job's sub-command lives in its own module beside this one and is registered
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import typer
 
 try:  # Typer >= 0.20 carries its own copy of Click
+    from typer._click import _textwrap as click_textwrap
     from typer._click import exceptions as click_exceptions
 except ImportError:  # pragma: no cover
+    from click import _textwrap as click_textwrap  # type: ignore[no-redef]
     from click import exceptions as click_exceptions  # type: ignore[no-redef]
 
 from pivotal_sae.configs import expand_multi_value_options, refuse_empty_paths
@@ -23,6 +26,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Click's plain help: rich's 80-column tables cut long option names short
+    # ("--ablator-sae-pa…"), which makes them impossible to read or copy.
+    rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
@@ -43,6 +49,18 @@ def _register() -> None:
 
 
 _register()
+
+
+class _HelpTextWrapper(click_textwrap.TextWrapper):
+    """Help text names options ("the top --abridge-ablations-to"): wrapping lines at their
+    hyphens would cut those names in two."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **{**kwargs, "break_on_hyphens": False})
+
+
+# Click looks its wrapper up on each call and uses it for help text only.
+click_textwrap.TextWrapper = _HelpTextWrapper
 
 
 def _fail(message: str) -> None:

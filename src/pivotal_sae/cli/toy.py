@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import typer
-from typer.core import TyperCommand
 
 from pivotal_sae.configs import typer_command
 from pivotal_sae.toy.config import ToyTrainConfig
@@ -13,15 +10,8 @@ from pivotal_sae.toy.config import ToyTrainConfig
 app = typer.Typer(
     help="The toy hierarchy lab: synthetic parent/child features with ground truth.",
     no_args_is_help=True,
+    rich_markup_mode=None,  # plain help, as every command (see cli/__init__.py)
 )
-
-
-class PlainHelpCommand(TyperCommand):
-    """Click's plain help: rich's 80-column tables cut this command's many long option names
-    short ("--perturbation-s…"), which makes them impossible to copy."""
-
-    def format_help(self, ctx: Any, formatter: Any) -> None:
-        super(TyperCommand, self).format_help(ctx, formatter)
 
 
 HEADLINE = (
@@ -48,4 +38,4 @@ def _train(config: ToyTrainConfig) -> None:
     print(f"results in {summary['run_dir']} (summary.json, metrics.jsonl, plots/, tensorboard/)")
 
 
-app.command("train", cls=PlainHelpCommand)(typer_command(ToyTrainConfig, _train))
+app.command("train")(typer_command(ToyTrainConfig, _train))

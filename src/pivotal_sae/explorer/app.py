@@ -57,7 +57,7 @@ def create_app(
         summary="Highlight prompts by SAE latent; browse absorption pairs and latents.",
         version="1",
         openapi_url="/api/openapi.json",
-        docs_url="/api/docs",
+        docs_url=None,  # pages.py serves /api/docs itself: Swagger UI needs a CDN
         redoc_url=None,
     )
     app.state.browser = browser

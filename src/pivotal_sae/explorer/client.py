@@ -10,16 +10,18 @@ HTML-escaped.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pivotal_sae.errors import UserError
 from pivotal_sae.explorer.config import HighlightConfig
-from pivotal_sae.explorer.schemas import HighlightResponse, TokenActivation
+from pivotal_sae.explorer.schemas import HighlightResponse, TokenActivation, TopLatentsResponse
 from pivotal_sae.runs import atomic_write_text
 
 MAX_ALPHA = 0.85
+T = TypeVar("T", HighlightResponse, TopLatentsResponse)
 
 
 @dataclass(frozen=True)
@@ -63,15 +65,15 @@ def render_standalone(h: HighlightResponse) -> str:
     return page.render(h=h, pieces=pieces(h), css=stylesheet())
 
 
-def highlight_via_server(config: HighlightConfig) -> HighlightResponse:
+def _post(config: HighlightConfig, endpoint: str, body: dict[str, Any]) -> Any:
+    """The JSON answer of the server at --server, or a one-line `UserError`."""
     import httpx
 
     assert config.server is not None
-    url = config.server.rstrip("/") + "/api/highlight"
+    url = config.server.rstrip("/") + endpoint
     headers = {"Authorization": f"Bearer {config.token}"} if config.token else {}
-    body: dict[str, Any] = {"prompt": config.prompt, "feature_idx": config.feature_idx}
     if config.sae is not None:
-        body["sae"] = config.sae
+        body = {**body, "sae": config.sae}
     try:
         reply = httpx.post(url, json=body, headers=headers, timeout=config.timeout)
     except httpx.HTTPError as exc:
@@ -88,28 +90,71 @@ def highlight_via_server(config: HighlightConfig) -> HighlightResponse:
             detail = reply.text.strip().splitlines()[0][:300] if reply.text.strip() else ""
         hint = " (give --token or set $PIVOTAL_SAE_TOKEN)" if reply.status_code == 401 else ""
         raise UserError(f"the server answered {reply.status_code}: {detail}{hint}")
+    return reply.json()
+
+
+def _validated(model: type[T], answer: Any, config: HighlightConfig) -> T:
     try:
-        return HighlightResponse.model_validate(reply.json())
+        return model.model_validate(answer)
     except ValueError as exc:
         raise UserError(
             f"{config.server} did not answer like a pivotal-sae explorer ({exc})"
         ) from None
 
 
-def highlight_in_process(config: HighlightConfig) -> HighlightResponse:
+def highlight_via_server(config: HighlightConfig) -> HighlightResponse:
+    body = {"prompt": config.prompt, "feature_idx": config.feature_idx}
+    return _validated(HighlightResponse, _post(config, "/api/highlight", body), config)
+
+
+def _top_via_server(config: HighlightConfig) -> TopLatentsResponse:
+    body = {"prompt": config.prompt, "k": 1}
+    return _validated(TopLatentsResponse, _post(config, "/api/top-latents", body), config)
+
+
+def highlight_in_process(
+    config: HighlightConfig,
+) -> tuple[HighlightResponse, Callable[[], TopLatentsResponse]]:
+    """The highlight, and how to ask the same explorer for each token's top latent."""
     from pivotal_sae.explorer.loading import build_explorer
 
     explorer, _ = build_explorer(config, explanations=config.explanations, max_prompt_chars=10**7)
-    return explorer.highlight(config.prompt, config.feature_idx, config.sae)
+    result = explorer.highlight(config.prompt, config.feature_idx, config.sae)
+    return result, lambda: explorer.top_latents(config.prompt, 1, config.sae)
+
+
+def firing_latents(top: TopLatentsResponse, n: int = 3) -> list[str]:
+    """ "817 on 'strong'": the latents that fire most on the prompt's own tokens, strongest
+    first, one per latent."""
+    best: dict[int, tuple[float, str]] = {}
+    for token in top.tokens:
+        if token.special or not token.top:
+            continue
+        value = token.top[0]
+        if value.activation > best.get(value.latent, (0.0, ""))[0]:
+            best[value.latent] = (value.activation, token.text.strip() or token.token)
+    ranked = sorted(best.items(), key=lambda item: -item[1][0])[:n]
+    return [f"{latent} on {text!r}" for latent, (_, text) in ranked]
 
 
 def run_highlight(config: HighlightConfig) -> Path:
     if config.server is not None:
         result = highlight_via_server(config)
+        top_latents: Callable[[], TopLatentsResponse] = lambda: _top_via_server(config)  # noqa: E731
     else:
-        result = highlight_in_process(config)
+        result, top_latents = highlight_in_process(config)
+    assert config.out is not None  # the config gives it a default
     out = config.out.expanduser()
     atomic_write_text(out, render_standalone(result))
+    if result.max_activation <= 0:
+        firing = firing_latents(top_latents())
+        others = f"; latents that do: {', '.join(firing)}" if firing else ""
+        print(
+            f"latent {result.feature_idx} of {result.sae} does not fire on this prompt (the "
+            f"page says so){others}; wrote {out}",
+            file=sys.stderr,
+        )
+        return out
     top = max(result.tokens, key=lambda t: t.activation)
     print(
         f"latent {result.feature_idx} of {result.sae}: max {result.max_activation:.4g} "

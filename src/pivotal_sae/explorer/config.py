@@ -121,8 +121,8 @@ class HighlightConfig(SaeOptions, ModelOptions):
     feature_idx: int
     """Latent index to show."""
 
-    out: Path
-    """HTML file to write."""
+    out: Path | None = None
+    """HTML file to write (default: highlight-latent-<feature-idx>.html here)."""
 
     sae: str | None = None
     """Name of the SAE (as `pivotal-sae serve` lists it at /api/saes; default: the first)."""
@@ -147,6 +147,8 @@ class HighlightConfig(SaeOptions, ModelOptions):
             raise UserError(f"--feature-idx must be non-negative (got {self.feature_idx})")
         if not self.prompt.strip():
             raise UserError("--prompt is empty")
+        if self.out is None:
+            self.out = Path(f"highlight-latent-{self.feature_idx}.html")
         if self.out.is_dir():
             raise UserError(f"--out {self.out} is a directory; name an .html file")
         if not self.out.expanduser().parent.is_dir():

@@ -1,4 +1,5 @@
-"""The HTML pages: Highlight (/), Pairs (/pairs) and Latent (/latent/SAE/INDEX).
+"""The HTML pages: Highlight (/), Pairs (/pairs), Latent (/latent/SAE/INDEX) and the API
+reference (/api/docs).
 
 Templates are Jinja2 with autoescaping on for every template, so prompts, tokens and
 explanations always reach the browser as text; the pair cards, token shading and the stylesheet
@@ -123,3 +124,11 @@ def latent_page(request: Request, sae: str, index: int) -> HTMLResponse:
     except UserError as exc:
         raise NotFound(str(exc)) from None
     return render(request, "latent.html", latent=latent, sae=latent.sae)
+
+
+@router.get("/api/docs", response_class=HTMLResponse)
+def api_docs_page(request: Request) -> HTMLResponse:
+    """The API reference, from the schema, with no script from elsewhere (works offline)."""
+    from pivotal_sae.explorer.api_docs import api_reference
+
+    return render(request, "api.html", api=api_reference(request.app.openapi()))

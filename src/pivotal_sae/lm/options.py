@@ -71,6 +71,8 @@ class CorpusOptions:
             )
         if self.corpus is not None and self.dataset_id is not None:
             raise UserError("give either --corpus or --dataset-id, not both")
+        if self.corpus is not None and not self.corpus.expanduser().exists():
+            raise UserError(f"--corpus {self.corpus}: no such file or directory")
 
 
 @dataclass

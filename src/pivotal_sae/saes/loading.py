@@ -7,17 +7,13 @@ SAELens (imported only then) and converted. Every failure a user can fix is a `U
 
 from __future__ import annotations
 
-import difflib
-import functools
-import importlib.metadata
-import importlib.util
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from pivotal_sae import hub
 from pivotal_sae.errors import UserError
 from pivotal_sae.saes import hierarchical_lm  # noqa: F401  (registers "hierarchical")
 from pivotal_sae.saes.sae import (
@@ -116,30 +112,6 @@ def save_sae(sae: Sae, directory: Path) -> Path:
 
 
 # ---------------------------------------------------------------------- pretrained releases
-@functools.cache
-def pretrained_directory() -> dict[str, Any]:
-    """SAELens's list of pretrained releases, read from its YAML without importing SAELens."""
-    import yaml
-
-    spec = importlib.util.find_spec("sae_lens")
-    if spec is None or not spec.submodule_search_locations:
-        raise UserError("--sae-release needs the sae-lens package (pip install sae-lens)")
-    yaml_path = Path(next(iter(spec.submodule_search_locations))) / "pretrained_saes.yaml"
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    with open(yaml_path) as f:
-        return yaml.load(f, Loader=loader)
-
-
-def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "0").lower() not in ("0", "", "false", "no")
-
-
-def _repo_cached(repo_id: str) -> bool:
-    from huggingface_hub.constants import HF_HUB_CACHE
-
-    return (Path(HF_HUB_CACHE) / f"models--{repo_id.replace('/', '--')}" / "snapshots").is_dir()
-
-
 def _offline_message(release: str, sae_id: str, reason: str) -> str:
     return (
         f"cannot fetch SAE {release}/{sae_id}: {reason}; run once online to cache it, "
@@ -155,24 +127,8 @@ def load_pretrained(
     dtype: str | torch.dtype | None = None,
     option: str = "--sae",
 ) -> Sae:
-    releases = pretrained_directory()
-    if release not in releases:
-        close = difflib.get_close_matches(release, list(releases), n=3, cutoff=0.5)
-        hint = f" (did you mean {', '.join(close)}?)" if close else ""
-        raise UserError(
-            f"unknown {option}-release {release!r}: SAELens lists no such release{hint}"
-        )
-    ids = [entry["id"] for entry in releases[release].get("saes", [])]
-    if sae_id is None or sae_id not in ids:
-        shown = ", ".join(ids[:5]) + (", ..." if len(ids) > 5 else "")
-        what = (
-            f"{option}-id {sae_id!r} is not in"
-            if sae_id
-            else f"{option}-release needs {option}-id;"
-        )
-        raise UserError(f"{what} release {release} (ids: {shown})")
-    repo_id = releases[release]["repo_id"]
-    if _offline() and not _repo_cached(repo_id):
+    repo_id = hub.release_repo_id(release, sae_id, option=option)
+    if hub.offline_by_env() and not hub.repo_cached(repo_id):
         raise UserError(
             _offline_message(
                 release,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import json
 import math
 import shutil
 import sys
@@ -278,6 +279,12 @@ def one_thread() -> Iterator[None]:
 def train(config: ToyTrainConfig) -> dict[str, Any]:
     """Run (or resume) a toy training job; returns the summary also written to summary.json."""
     config, run_dir, device, resume_from = open_run(config)
+    if resume_from is not None and (run_dir / "summary.json").is_file():
+        step, _ = checkpoint.latest_checkpoint(run_dir)
+        if step >= config.max_step:  # a finished run: resuming it would only rewrite it
+            print(f"pivotal-sae toy train: {run_dir} finished all {config.max_step:,} steps "
+                  "already; nothing changed", flush=True)  # fmt: skip
+            return json.loads((run_dir / "summary.json").read_text())
     with one_thread():
         return _train(config, run_dir, device, resume_from)
 

@@ -8,6 +8,7 @@ loaded when `--model` is given, when the SAE was trained on the default model, o
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 from pivotal_sae.lm.defaults import DEFAULT_MODEL_NAME
@@ -15,6 +16,21 @@ from pivotal_sae.saes.loading import load_sae
 from pivotal_sae.saes.sae import Sae
 from pivotal_sae.training import defaults
 from pivotal_sae.training.config import SaeInfoConfig
+
+
+def training_scores(sae: Sae) -> dict[str, float] | None:
+    """Held-out FVU, L0 and dead fraction recorded when the SAE was trained here (`train-sae`
+    keeps them in cfg.json; older runs have them in the summary.json beside the SAE)."""
+    scores = sae.info.metadata.get("training_scores")
+    if scores is None and sae.info.path is not None:
+        summary = Path(sae.info.path).parent / "summary.json"
+        try:
+            recorded = json.loads(summary.read_text())
+        except (OSError, ValueError):
+            return None
+        if isinstance(recorded, dict) and "fvu" in recorded:
+            scores = {k: recorded[k] for k in ("fvu", "l0", "dead_fraction") if k in recorded}
+    return dict(scores) if isinstance(scores, dict) else None
 
 
 def describe(sae: Sae) -> dict[str, Any]:
@@ -30,6 +46,7 @@ def describe(sae: Sae) -> dict[str, Any]:
         "model_name": info.model_name,
         "neuronpedia_id": info.neuronpedia_id,
         "dtype": str(sae.dtype).removeprefix("torch."),
+        "training_scores": training_scores(sae),
     }
 
 

@@ -15,6 +15,7 @@ every rank holds the same SAE. Rank 0 alone logs, saves and evaluates.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import shutil
@@ -33,6 +34,7 @@ from pivotal_sae.lm.buffer import ActivationBuffer
 from pivotal_sae.lm.contexts import Contexts
 from pivotal_sae.lm.corpus import open_corpus
 from pivotal_sae.lm.model import LanguageModel
+from pivotal_sae.progress import progress, say
 from pivotal_sae.runs import (
     JsonlLog,
     atomic_write_json,
@@ -66,7 +68,7 @@ def _run_train_sae(config: TrainSaeConfig, ranks: distributed.Ranks) -> Path:
     out = config.out or default_run_dir("train-sae")
     summary = train(config, out)
     if ranks.is_main:
-        print(f"pivotal-sae: SAEs in {out} (FVU {_fmt(summary, 'fvu')}, L0 {_fmt(summary, 'l0')})")
+        print(f"pivotal-sae: SAEs in {out} ({_scores(summary)})")
     return out
 
 
@@ -95,14 +97,14 @@ def train_default_saes(
         hook=list(defaults.DEFAULT_HOOKS), out=staging, device=device, **overrides
     )
     try:
-        train(config, staging)
+        summary = train(config, staging)
         if root.exists():
             shutil.rmtree(root)
         root.parent.mkdir(parents=True, exist_ok=True)
         os.replace(staging, root)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    print(f"pivotal-sae: default SAEs cached in {root}", file=sys.stderr)
+    print(f"pivotal-sae: default SAEs cached in {root} ({_scores(summary)})", file=sys.stderr)
     return dirs
 
 
@@ -121,9 +123,13 @@ def ensure_default_saes() -> dict[str, Path]:
     return train_default_saes()
 
 
-def _fmt(summary: dict[str, Any], key: str) -> str:
-    values = [s[key] for s in summary["saes"].values()]
-    return ", ".join(f"{v:.3g}" for v in values)
+def _scores(summary: dict[str, Any]) -> str:
+    """ "FVU 0.21, 0.25; L0 32, 32; dead 0.4 %, 1.1 %": each SAE's held-out scores, in order."""
+    saes = summary["saes"].values()
+    fvu = ", ".join(f"{s['fvu']:.3g}" for s in saes)
+    l0 = ", ".join(f"{s['l0']:.3g}" for s in saes)
+    dead = ", ".join(f"{100 * s['dead_fraction']:.1f} %" for s in saes)
+    return f"held-out FVU {fvu}; L0 {l0}; dead latents {dead}"
 
 
 def hook_dir(out: Path, hooks: list[str], hook: str) -> Path:
@@ -179,21 +185,24 @@ def train(config: TrainSaeConfig, out: Path) -> dict[str, Any]:
     world = ranks.world_size
     buffer = ActivationBuffer(config.buffer_tokens // world, config.batch_size // world,
                               seed=config.seed + ranks.rank)  # fmt: skip
-    chunks = _chunks(lm, train_contexts, hooks, config.context_batch_size, start=n_eval)
     tokens, started = 0, time.perf_counter()
-    progress = _progress(config.n_prompts * (config.max_tokens_in_prompt - 1))
-    for step, batch in enumerate(_while_all_ranks_have(buffer.batches(chunks)), 1):
-        for hook, trainer in trainers.items():
-            output = trainer.train_step(batch[hook])
-            if log is not None and writer is not None and step % config.log_every == 0:
-                metrics = trainer.metrics(output)
-                log.append({"step": step, "tokens": tokens + config.batch_size, "hook": hook,
-                            **metrics})  # fmt: skip
-                for name, value in metrics.items():
-                    writer.add_scalar(f"{hook}/{name}", value, step)
-        tokens += config.batch_size
-        progress.update(config.batch_size)
-    progress.close()
+    say(f"training {_saes(hooks)} on {config.n_prompts:,} contexts")
+    # The bar counts tokens read through the model (the buffer fills before the first step, so
+    # a bar of trained tokens would start with an hours-long estimate); one bar for all SAEs.
+    label = f"train-sae ({len(hooks)} SAEs)" if len(hooks) > 1 else "train-sae"
+    with progress(config.n_prompts * (config.max_tokens_in_prompt - 1), "tok", label) as bar:
+        chunks = _chunks(lm, train_contexts, hooks, config.context_batch_size, start=n_eval)
+        chunks = _counted(chunks, bar, hooks[0])
+        for step, batch in enumerate(_while_all_ranks_have(buffer.batches(chunks)), 1):
+            for hook, trainer in trainers.items():
+                output = trainer.train_step(batch[hook])
+                if log is not None and writer is not None and step % config.log_every == 0:
+                    metrics = trainer.metrics(output)
+                    log.append({"step": step, "tokens": tokens + config.batch_size, "hook": hook,
+                                **metrics})  # fmt: skip
+                    for name, value in metrics.items():
+                        writer.add_scalar(f"{hook}/{name}", value, step)
+            tokens += config.batch_size
     if writer is not None:
         writer.close()
     if log is not None:
@@ -220,6 +229,7 @@ def train(config: TrainSaeConfig, out: Path) -> dict[str, Any]:
         trainer.save(staging)
         os.replace(staging, directory / "sae")
         scores = evaluate(read_sae_dir(directory / "sae", device=lm.device), eval_acts[hook])
+        record_training_scores(directory / "sae", {**scores, "eval_tokens": len(eval_acts[hook])})
         entry = {
             "hook": hook,
             **scores,
@@ -386,6 +396,14 @@ class _TopK:
         finish_and_save(self.trainer, str(directory))
 
 
+def record_training_scores(sae_dir: Path, scores: dict[str, float]) -> None:
+    """Keep the held-out scores in the SAE's own cfg.json (metadata `training_scores`, which
+    SAELens loads and ignores), so that whoever reads the SAE later can show them."""
+    cfg = json.loads((sae_dir / "cfg.json").read_text())
+    cfg.setdefault("metadata", {})["training_scores"] = scores
+    atomic_write_json(sae_dir / "cfg.json", cfg)
+
+
 @torch.no_grad()
 def evaluate(sae: Any, acts_NM: torch.Tensor, chunk: int = 8192) -> dict[str, float]:
     """FVU, mean L0 and the share of latents that never fire, on held-out activations."""
@@ -408,9 +426,17 @@ def evaluate(sae: Any, acts_NM: torch.Tensor, chunk: int = 8192) -> dict[str, fl
     }
 
 
-def _progress(total: int) -> Any:
-    from tqdm.auto import tqdm
-
-    return tqdm(
-        total=total, unit="tok", unit_scale=True, desc="train-sae", disable=not sys.stderr.isatty()
+def _saes(hooks: list[str]) -> str:
+    return (
+        f"an SAE at {hooks[0]}" if len(hooks) == 1 else f"{len(hooks)} SAEs at {', '.join(hooks)}"
     )
+
+
+def _counted(
+    chunks: Iterator[dict[str, torch.Tensor]], bar: Any, hook: str
+) -> Iterator[dict[str, torch.Tensor]]:
+    """The chunks, counting their tokens on `bar` (this rank's times the ranks: an estimate)."""
+    world = distributed.current().world_size
+    for chunk in chunks:
+        bar.update(len(chunk[hook]) * world)
+        yield chunk

@@ -34,6 +34,7 @@ def run_absorb(config: AbsorbConfig) -> Path:
 
 def _absorb(config: AbsorbConfig, run_dir: Path, resuming: bool) -> Path:
     started = time.perf_counter()
+    setup.say("loading the model and SAEs")
     models = setup.load_models(config, with_reader=True)
     check_ablation_inputs(config, models)
     check_memory(config, models)
@@ -59,6 +60,7 @@ def _absorb(config: AbsorbConfig, run_dir: Path, resuming: bool) -> Path:
     )
     if not distributed.is_main():
         return run_dir
+    setup.say("searching pairs and writing the report")
     search = pairs_stage(
         config, run_dir, effects, counter, effects_meta=effects_meta,
         cooc_meta=state.file_metadata(), examples=state.examples,

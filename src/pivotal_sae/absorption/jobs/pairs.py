@@ -129,6 +129,14 @@ def rows_to_search(config: PairJobConfig, d_sae: int) -> list[int] | None:
     return [i for i in (config.just_these or first) if i < config.max_steps]
 
 
+def scores_text(scores: dict[str, Any] | None) -> str | None:
+    """ "held-out FVU 0.213, L0 32, dead latents 1.2 %", or None for SAEs not trained here."""
+    if not scores:
+        return None
+    return (f"held-out FVU {scores['fvu']:.3g}, L0 {scores['l0']:.3g}, dead latents "
+            f"{100 * scores['dead_fraction']:.1f} %")  # fmt: skip
+
+
 def report_summary(effects_meta: dict[str, Any], cooc_meta: dict[str, Any]) -> dict[str, Any]:
     corpus = effects_meta.get("corpus") or cooc_meta.get("corpus") or {}
     ablator = effects_meta.get("ablator_sae") or cooc_meta.get("sae") or {}
@@ -140,6 +148,8 @@ def report_summary(effects_meta: dict[str, Any], cooc_meta: dict[str, Any]) -> d
         "ablator_hook": ablator.get("hook_name"),
         "reader_sae": reader.get("label"),
         "reader_hook": reader.get("hook_name"),
+        "ablator_sae_scores": scores_text(ablator.get("training_scores")),
+        "reader_sae_scores": scores_text(reader.get("training_scores")),
         "tokens_counted": cooc_meta.get("tokens_counted"),
         "contexts_counted": cooc_meta.get("contexts_processed"),
         "contexts_ablated_in": effects_meta.get("contexts_ablated"),
@@ -289,12 +299,8 @@ def checked_metadata(metadata: dict[str, Any], path: Path) -> dict[str, Any]:
 def output_dir(config: PairsConfig) -> Path:
     """Where the report goes, refused before any work unless it is a run directory (pairs adds
     its files there) or a place for a new one: a user's own files are never replaced."""
-    if config.out is not None:
-        out = Path(config.out)
-    elif config.input_path is not None and Path(config.input_path).is_dir():
-        out = Path(config.input_path)
-    else:
-        out = default_run_dir("pairs")
+    # A new run directory unless told otherwise: the input run keeps its own report.
+    out = Path(config.out) if config.out is not None else default_run_dir("pairs")
     if (out / "manifest.json").is_file():
         setup.check_summary(out)
         if not os.access(out, os.W_OK | os.X_OK):

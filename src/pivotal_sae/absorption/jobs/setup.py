@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sys
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,8 @@ from pivotal_sae.errors import UserError
 from pivotal_sae.lm.contexts import Contexts
 from pivotal_sae.lm.corpus import Corpus, open_corpus
 from pivotal_sae.lm.model import LanguageModel, parse_dtype
+from pivotal_sae.progress import progress as progress  # the jobs' bars, re-exported
+from pivotal_sae.progress import say as say  # jobs call setup.say
 from pivotal_sae.runs import (
     atomic_write_json,
     check_new_run_dir,
@@ -34,6 +35,7 @@ from pivotal_sae.runs import (
 from pivotal_sae.saes.loading import load_sae
 from pivotal_sae.saes.sae import Sae
 from pivotal_sae.training import defaults
+from pivotal_sae.training.info import training_scores
 
 SUMMARY = "summary.json"
 #: Options a resumed run may change: where it runs, not what it computes.
@@ -192,6 +194,7 @@ def sae_identity(sae: Sae) -> dict[str, Any]:
         "architecture": info.architecture,
         "model_name": info.model_name,
         "label": info.label,
+        "training_scores": training_scores(sae),
     }
 
 
@@ -244,17 +247,3 @@ def tidy_resumed_run(run_dir: Path) -> None:
     """Before a resumed run continues: remove what interrupted writes left behind."""
     if distributed.is_main():
         remove_partial_writes(run_dir)
-
-
-def say(message: str) -> None:
-    if distributed.is_main():  # one voice per run, not one per rank
-        print(f"pivotal-sae: {message}", file=sys.stderr)
-
-
-def progress(total: int, unit: str, desc: str) -> Any:
-    """A tqdm bar (rate in `unit`/s) that stays quiet when stderr is not a terminal, and on
-    every rank but rank 0."""
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, unit=unit, unit_scale=True, desc=desc, dynamic_ncols=True,
-                disable=not sys.stderr.isatty() or not distributed.is_main())  # fmt: skip

@@ -95,6 +95,9 @@
     $("result-stats").textContent = "SAE " + data.sae + " · max " + fmt(data.max_activation) + " · " + data.tokens.length + " tokens";
     const expl = data.explanation ? el("p", "expl", data.explanation) : el("p", "expl none", "No explanation available.");
     $("result-latent").replaceChildren(expl);
+    if (!(data.max_activation > 0)) {
+      $("result-latent").append(el("p", "silent", "Latent " + data.feature_idx + " does not fire on any token of this prompt: every activation is 0. Try another latent, or “top latents per token” to see which latents do."));
+    }
     drawTokens(data, (t) => t.activation, (t) => tokenLabel(t) + " · activation " + fmt(t.activation));
     $("top-panel").hidden = true;
   }
