@@ -166,15 +166,20 @@ class PromptBuilder:
         self.prefix_text = self.icl_prefix + before
         self.prefix_ids = self._encode(self.prefix_text)
         self.suffix_ids = self._encode(after) if after else []
-        # Special tokens before the body (CLS, BOS); the rest go after it.
-        self.lead = self._lead_count()
+        # Special tokens the tokenizer puts around a text (CLS ... SEP, BOS ...), found by
+        # encoding a sample text with and without them.
+        self.lead_ids, self.trail_ids = self._special_tokens()
 
     def _encode(self, text: str) -> list[int]:
         return list(self.tokenizer.encode(text, add_special_tokens=False)) if text else []
 
-    def _lead_count(self) -> int:
-        probe = self.tokenizer.build_inputs_with_special_tokens([-7])
-        return probe.index(-7) if -7 in probe else 0
+    def _special_tokens(self) -> tuple[list[int], list[int]]:
+        plain = self._encode("a")
+        wrapped = list(self.tokenizer.encode("a", add_special_tokens=True))
+        for start in range(len(wrapped) - len(plain) + 1):
+            if wrapped[start : start + len(plain)] == plain:
+                return wrapped[:start], wrapped[start + len(plain) :]
+        return [], []
 
     def member(self, word: str) -> Member | None:
         """The word as a member, or None when it is not one token here."""
@@ -185,9 +190,8 @@ class PromptBuilder:
         token_id = ids[-1]
         if token_id == getattr(self.tokenizer, "unk_token_id", None):
             return None
-        body = [*self.prefix_ids, token_id, *self.suffix_ids]
-        input_ids = list(self.tokenizer.build_inputs_with_special_tokens(body))
-        return Member(word, token_id, input_ids, self.lead + n)
+        input_ids = [*self.lead_ids, *self.prefix_ids, token_id, *self.suffix_ids, *self.trail_ids]
+        return Member(word, token_id, input_ids, len(self.lead_ids) + n)
 
 
 def default_template(causal: bool, first_letters: bool) -> str:
