@@ -114,7 +114,10 @@ def train_probe(x_NM: np.ndarray, y_N: np.ndarray, c: float, seed: int) -> tuple
 
 
 def rank_latents_l1(
-    sae_acts_NE: torch.Tensor, labels_NC: torch.Tensor, settings: ScoreSettings
+    sae_acts_NE: torch.Tensor,
+    labels_NC: torch.Tensor,
+    settings: ScoreSettings,
+    l1_scale: float = 1.0,
 ) -> torch.Tensor:
     """SAEBench's L1-regularized multi-probe over all latents: weights `(C, E)` whose top
     entries per category are the k-sparse probes' latents. Positives are up-weighted by the
@@ -132,6 +135,7 @@ def rank_latents_l1(
     optimizer = torch.optim.Adam([weight, bias], lr=0.01)
     loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=pos_weight)
     batch = 4096
+    l1 = settings.l1_decay * l1_scale
     steps = settings.l1_epochs * max(1, -(-n // batch))
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps, eta_min=1e-5)
     with torch.enable_grad():
@@ -140,7 +144,7 @@ def rank_latents_l1(
             for start in range(0, n, batch):
                 rows = order[start : start + batch]
                 logits = x[rows] @ weight.T + bias
-                loss = loss_fn(logits, y[rows]) + settings.l1_decay * weight.abs().sum(-1).mean()
+                loss = loss_fn(logits, y[rows]) + l1 * weight.abs().sum(-1).mean()
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
@@ -254,8 +258,8 @@ def score_categories(
     train = train_N.bool().cpu().numpy()
     test = ~train
     x_NM = acts_NM.double().numpy()
-    ranking_CE = rank_latents_l1(sae_acts_NE[train_N], labels_NC[train_N], settings)
     results: list[CategoryResult] = []
+    probes: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     for c, name in enumerate(names):
         y = labels[:, c]
         result = CategoryResult(name, int(y.sum()), int((y & train).sum()),
@@ -268,10 +272,22 @@ def score_categories(
         result.probe_f1, result.probe_precision, result.probe_recall = f1_precision_recall(
             y[test], probe_pred
         )
-        if result.probe_f1 < settings.min_probe_f1:
-            continue
+        if result.probe_f1 >= settings.min_probe_f1:
+            probes[c] = (weight, probe_pred)
+    if not probes:
+        return results
+    # The L1 probe over all latents is trained for the kept categories only (its per-category
+    # columns are independent; the L1 term is scaled as if every category were there).
+    kept_ids = sorted(probes)
+    ranking_KE = rank_latents_l1(
+        sae_acts_NE[train_N], labels_NC[train_N][:, kept_ids], settings,
+        l1_scale=len(kept_ids) / len(names),
+    )  # fmt: skip
+    for j, c in enumerate(kept_ids):
+        result, y = results[c], labels[:, c]
+        weight, probe_pred = probes[c]
         result.kept = True
-        main, f1s, main_pred = k_sparse_main_latents(sae_acts_NE, y, train, ranking_CE[c], settings)
+        main, f1s, main_pred = k_sparse_main_latents(sae_acts_NE, y, train, ranking_KE[j], settings)
         result.main_latents, result.k_sparse_f1 = main, f1s
         probe_dir_M = torch.from_numpy(weight).float()
         probe_dir_M = probe_dir_M / probe_dir_M.norm().clamp_min(1e-12)
@@ -280,8 +296,8 @@ def score_categories(
         true_pos = y[test] & probe_pred
         result.n_probe_true_positives = int(true_pos.sum())
         result.n_main_latent_true_positives = int((true_pos & main_pred).sum())
-        for j in np.flatnonzero(true_pos):
-            i = int(test_ids[j])
+        for t in np.flatnonzero(true_pos):
+            i = int(test_ids[t])
             result.words.append(
                 word_absorption(
                     words[i], acts_NM[i], sae_acts_NE[i], probe_dir_M, cos_E, main, settings
