@@ -75,7 +75,9 @@ def test_planted_absorption_is_found_and_the_unedited_sae_shows_none():
     assert all(w.absorption_fraction == 0 for w in plain.words)
     assert absorption_records([plain]) == []
 
-    edited, planted, check = plant_absorption(sae, acts_NM, [(0, 1)], rate=1.0)
+    edited, planted, check = plant_absorption(
+        sae, acts_NM, [(0, 1)], rate=1.0, direction="child-encoder"
+    )
     assert planted[0].achieved_rate == 1.0
     assert {words[i] for i in planted[0].absorbed_token_ids} == {words[i] for i in child_ids}
     assert check["other_tokens_changed"] == 0.0
@@ -150,3 +152,17 @@ def test_f1_and_means():
     p = np.array([1, 0, 1, 0, 1], dtype=bool)
     assert f1_precision_recall(y, p) == pytest.approx((2 / 3, 2 / 3, 2 / 3))
     assert mean_scores([])["mean_full_absorption_score"] is None
+
+
+def test_folding_decoder_norms_keeps_a_rescaling_topk_sae_the_same_function():
+    from pivotal_sae.absorption.planting import fold_decoder_norms
+
+    sae = Sae.random(M, E, architecture="topk", k=4, seed=2)
+    sae.W_dec.data *= torch.rand(E, 1, generator=torch.Generator().manual_seed(0)) + 0.5
+    sae.b_enc.data = torch.randn(E, generator=torch.Generator().manual_seed(1))
+    sae.replace_info(rescale_acts_by_decoder_norm=True)
+    folded = fold_decoder_norms(sae)
+    assert not folded.info.rescale_acts_by_decoder_norm
+    x = torch.randn(200, M, generator=torch.Generator().manual_seed(2))
+    torch.testing.assert_close(folded(x).latent_acts, sae(x).latent_acts)
+    torch.testing.assert_close(folded(x).reconstruction, sae(x).reconstruction)

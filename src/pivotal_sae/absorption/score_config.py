@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from pivotal_sae.errors import UserError
 from pivotal_sae.lm.options import ModelOptions
@@ -188,6 +189,10 @@ class PlantAbsorptionConfig(ModelOptions):
     rate: float = 0.6
     """Share of the child's tokens (where the parent fired) on which the parent goes silent:
     0.2-1.0 gives partial to full absorption."""
+
+    direction: Literal["separating", "child-encoder"] = "separating"
+    """What the parent's encoder subtracts: the direction that separates the child's tokens from
+    all others with the least change elsewhere, or the child's own encoder column."""
 
     n_pairs: int = 5
     """Parent/child pairs to plant (distinct latents), unless --parents and --children are given."""

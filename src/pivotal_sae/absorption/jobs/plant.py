@@ -55,7 +55,7 @@ def run_plant_absorption(config: PlantAbsorptionConfig) -> Path:
         pairs = list(zip(config.parents, config.children or [], strict=True))
     else:
         pairs = choose_pairs(sae, acts_NM, config.n_pairs, config.seed)
-    edited, planted, check = plant_absorption(sae, acts_NM, pairs, config.rate)
+    edited, planted, check = plant_absorption(sae, acts_NM, pairs, config.rate, config.direction)
     run_dir = Path(config.out or default_run_dir(JOB))
     prepare_new_run_dir(run_dir)
     write_manifest(run_dir, JOB, config_to_dict(config))
