@@ -19,6 +19,7 @@ from pivotal_sae.absorption.jobs.score import load_checked
 from pivotal_sae.absorption.planting import check_pairs, choose_pairs, plant_absorption
 from pivotal_sae.absorption.score_config import PlantAbsorptionConfig
 from pivotal_sae.configs import config_to_dict
+from pivotal_sae.errors import UserError
 from pivotal_sae.runs import atomic_write_json, default_run_dir, prepare_new_run_dir, write_manifest
 from pivotal_sae.saes.loading import save_sae
 
@@ -44,8 +45,7 @@ def calibration_words(tokenizer: Any, causal: bool, n_words: int, seed: int) -> 
 
 
 def run_plant_absorption(config: PlantAbsorptionConfig) -> Path:
-    config_like = _as_score_sources(config)
-    lm, saes = load_checked(config_like)
+    lm, saes = load_checked(config, [plant_source(config)])
     sae, hook = saes[0]
     if config.parents is not None:
         check_pairs(list(zip(config.parents, config.children or [], strict=True)), sae.d_sae)
@@ -86,19 +86,14 @@ def answer_key(sae: Any, hook: str, members: list[Member], planted: list[Any],
     }
 
 
-def _as_score_sources(config: PlantAbsorptionConfig) -> Any:
-    """The plant config seen as an SAE source for `load_checked` (the block-3 default SAE)."""
+def plant_source(config: PlantAbsorptionConfig) -> dict[str, Any]:
+    """load_sae keywords of the SAE to edit: the block-3 default SAE when none is named."""
+    if config.sae_release is not None:
+        return {"release": config.sae_release, "sae_id": config.sae_id}
+    if config.sae_path is not None:
+        return {"path": config.sae_path}
+    if config.model is not None:
+        raise UserError("with --model, name the SAE: --sae-path DIR, or --sae-release R --sae-id I")
+    from pivotal_sae.lm.defaults import DEFAULT_HOOKS, default_saes
 
-    class Sources:
-        model = config.model
-        device = config.device
-        dtype = config.dtype
-        sae_release = config.sae_release
-        sae_id = config.sae_id
-        sae_path = config.sae_path
-
-    if config.sae_path is None and config.sae_release is None and config.model is None:
-        from pivotal_sae.lm.defaults import DEFAULT_HOOKS, default_saes
-
-        Sources.sae_path = default_saes(ensure_trained=True)[DEFAULT_HOOKS[0]]
-    return Sources
+    return {"path": default_saes(ensure_trained=True)[DEFAULT_HOOKS[0]]}

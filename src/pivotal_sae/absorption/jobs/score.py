@@ -65,9 +65,11 @@ def sae_sources(config: Any) -> list[dict[str, Any]]:
     return [{"path": p} for p in default_saes(ensure_trained=True).values()]
 
 
-def load_checked(config: Any) -> tuple[LanguageModel, list[tuple[Sae, str]]]:
-    """The model and each SAE with the model hook it reads, checked against the model."""
-    sources = sae_sources(config)
+def load_checked(
+    config: Any, sources: list[dict[str, Any]]
+) -> tuple[LanguageModel, list[tuple[Sae, str]]]:
+    """The model (`config.model`, `.device`, `.dtype`) and each SAE with the model hook it
+    reads, checked against the model."""
     from pivotal_sae.runs import resolve_device
 
     lm = LanguageModel.load(config.model, device=resolve_device(config.device), dtype=config.dtype)
@@ -81,7 +83,7 @@ def load_checked(config: Any) -> tuple[LanguageModel, list[tuple[Sae, str]]]:
 def run_absorption_score(config: AbsorptionScoreConfig) -> Path:
     started = time.perf_counter()
     user_categories = read_category_file(config.category_file) if config.category_file else []
-    lm, saes = load_checked(config)
+    lm, saes = load_checked(config, sae_sources(config))
     causal = is_causal(lm.config)
     tasks = [
         t
