@@ -43,6 +43,9 @@ def _register() -> None:
     from pivotal_sae.cli import absorb
 
     absorb.register(app)
+    from pivotal_sae.cli import ground_truth
+
+    ground_truth.register(app)
     from pivotal_sae.cli import explorer
 
     explorer.register(app)
