@@ -89,7 +89,7 @@ def go_offline() -> None:
     os.environ["HF_HUB_OFFLINE"] = "1"
     constants = sys.modules.get("huggingface_hub.constants")
     if constants is not None:  # already imported: it read the variable at import time
-        constants.HF_HUB_OFFLINE = True
+        constants.HF_HUB_OFFLINE = True  # type: ignore[attr-defined]
 
 
 # ---------------------------------------------------------------------- SAELens releases

@@ -63,7 +63,7 @@ class _HelpTextWrapper(click_textwrap.TextWrapper):
 
 
 # Click looks its wrapper up on each call and uses it for help text only.
-click_textwrap.TextWrapper = _HelpTextWrapper
+click_textwrap.TextWrapper = _HelpTextWrapper  # type: ignore[misc]
 
 
 def _fail(message: str) -> None:

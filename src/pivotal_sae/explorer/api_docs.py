@@ -51,7 +51,7 @@ def _operation(path: str, method: str, op: dict[str, Any]) -> dict[str, Any]:
     ]
     body = _json_schema(op.get("requestBody", {}).get("content"))
     responses = op.get("responses", {})
-    ok = next((responses[c] for c in ("200", "201") if c in responses), {})
+    ok: dict[str, Any] = next((responses[c] for c in ("200", "201") if c in responses), {})
     response = _json_schema(ok.get("content"))
     return {
         "anchor": f"{method}-{path.strip('/').replace('/', '-').replace('{', '').replace('}', '')}",

@@ -128,6 +128,8 @@ def load_pretrained(
     option: str = "--sae",
 ) -> Sae:
     repo_id = hub.release_repo_id(release, sae_id, option=option)
+    if sae_id is None:
+        raise UserError(f"{option}-release {release} needs {option}-id")
     if hub.offline_by_env() and not hub.repo_cached(repo_id):
         raise UserError(
             _offline_message(

@@ -94,6 +94,7 @@ def plant_source(config: PlantAbsorptionConfig) -> dict[str, Any]:
         return {"path": config.sae_path}
     if config.model is not None:
         raise UserError("with --model, name the SAE: --sae-path DIR, or --sae-release R --sae-id I")
-    from pivotal_sae.lm.defaults import DEFAULT_HOOKS, default_saes
+    from pivotal_sae.training.defaults import DEFAULT_HOOKS
+    from pivotal_sae.training.job import ensure_default_saes
 
-    return {"path": default_saes(ensure_trained=True)[DEFAULT_HOOKS[0]]}
+    return {"path": ensure_default_saes()[DEFAULT_HOOKS[0]]}

@@ -59,10 +59,9 @@ def sae_sources(config: Any) -> list[dict[str, Any]]:
         return [{"path": p} for p in paths]
     if config.model is not None:
         raise UserError("with --model, name the SAE: --sae-path DIR, or --sae-release R --sae-id I")
-    # Imported here: the default-SAE code is moving to its own package (one import to fix).
-    from pivotal_sae.lm.defaults import default_saes
+    from pivotal_sae.training.job import ensure_default_saes
 
-    return [{"path": p} for p in default_saes(ensure_trained=True).values()]
+    return [{"path": p} for p in ensure_default_saes().values()]
 
 
 def load_checked(
