@@ -101,7 +101,7 @@ def test_absorb_end_to_end_and_the_separate_commands_agree(tmp_path, tiny, capsy
             "--save-frequency", "8", "--out", str(run)]  # fmt: skip
     assert main(argv) == 0
     stages = [line.split(":")[1].strip() for line in capsys.readouterr().err.splitlines()]
-    assert stages == ["loading the model and SAEs", "co-occurrence", "co-occurrence",
+    assert stages == ["model, SAEs and corpus loaded and checked", "co-occurrence", "co-occurrence",
                       "ablation", "ablation", "searching pairs and writing the report",
                       stages[-1]]  # fmt: skip
     for name in ("manifest.json", "cooccurrences.safetensors", "top_examples.safetensors",

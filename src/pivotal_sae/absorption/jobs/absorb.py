@@ -34,7 +34,6 @@ def run_absorb(config: AbsorbConfig) -> Path:
 
 def _absorb(config: AbsorbConfig, run_dir: Path, resuming: bool) -> Path:
     started = time.perf_counter()
-    setup.say("loading the model and SAEs")
     models = setup.load_models(config, with_reader=True)
     check_ablation_inputs(config, models)
     check_memory(config, models)
@@ -42,6 +41,8 @@ def _absorb(config: AbsorbConfig, run_dir: Path, resuming: bool) -> Path:
     explanations = explanations_given(config, models.ablator.info.neuronpedia_id)
     _, counted = setup.open_contexts(config, models.lm, config.cooccurrence_prompts)
     _, ablated = setup.open_contexts(config, models.lm, config.n_prompts)
+    # Said once every input is checked: a refused input stays one line.
+    setup.say("model, SAEs and corpus loaded and checked")
     if not resuming:
         setup.create_run_dir(run_dir, "absorb", config)
     else:
