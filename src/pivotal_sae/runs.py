@@ -153,7 +153,7 @@ def read_manifest(run_dir: Path, job: str | None = None) -> dict[str, Any]:
             f"{path} is not valid JSON ({exc.msg if hasattr(exc, 'msg') else exc})"
         ) from None
     if job is not None and manifest.get("job") != job:
-        raise UserError(f"{run_dir} is a '{manifest.get('job')}' run, not a '{job}' run")
+        raise UserError(f"{run_dir} is a run of `{manifest.get('job')}`, not of `{job}`")
     return manifest
 
 

@@ -56,6 +56,8 @@ def environment() -> Any:
         short=lambda name: Path(name).name or name,
     )
     env.filters["count"] = lambda n: "–" if n is None else f"{n:,}"
+    # "1 context", "3 contexts": `{{ n|plural("context") }}`
+    env.filters["plural"] = lambda n, word: f"{n:,} {word}{'' if n == 1 else 's'}"
     env.filters["num"] = lambda x, digits=3: "–" if x is None else f"{x:.{digits}g}"
     return env
 

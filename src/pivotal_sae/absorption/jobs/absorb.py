@@ -18,7 +18,7 @@ from pivotal_sae.absorption.config import AbsorbConfig
 from pivotal_sae.absorption.jobs import setup
 from pivotal_sae.absorption.jobs.ablate import ablation_stage, check_ablation_inputs
 from pivotal_sae.absorption.jobs.cooccur import cooccurrence_stage
-from pivotal_sae.absorption.jobs.pairs import pairs_stage, rows_to_search, tokenizer_text
+from pivotal_sae.absorption.jobs.pairs import pairs_stage, plural, rows_to_search, tokenizer_text
 
 
 def run_absorb(config: AbsorbConfig) -> Path:
@@ -29,7 +29,6 @@ def run_absorb(config: AbsorbConfig) -> Path:
 
 def _absorb(config: AbsorbConfig, run_dir: Path, resuming: bool) -> Path:
     started = time.perf_counter()
-    setup.say("loading the model and SAEs")
     models = setup.load_models(config, with_reader=True)
     check_ablation_inputs(config, models)
     rows_to_search(config, models.ablator.d_sae)
@@ -37,6 +36,7 @@ def _absorb(config: AbsorbConfig, run_dir: Path, resuming: bool) -> Path:
     _, ablated = setup.open_contexts(config, models.lm, config.n_prompts)
     if not resuming:
         setup.create_run_dir(run_dir, "absorb", config)
+    setup.say(f"model and SAEs loaded and checked; writing {run_dir}")
 
     metadata = setup.run_metadata(models, ablated)
     state = cooccurrence_stage(
@@ -61,8 +61,8 @@ def _absorb(config: AbsorbConfig, run_dir: Path, resuming: bool) -> Path:
     wall = {"wall_seconds": round(time.perf_counter() - started, 2), "resumed": resuming}
     summary = setup.update_summary(run_dir, "absorb", wall)
     setup.say(
-        f"{len(search.pairs):,} pairs (of {search.n_matching:,} matching) from "
-        f"{summary['ablate']['latents_ablated']:,} ablated latents; report in "
+        f"{plural(len(search.pairs), 'pair')} (of {search.n_matching:,} matching) from "
+        f"{plural(summary['ablate']['latents_ablated'], 'ablated latent')}; report in "
         f"{run_dir / 'report.html'}"
     )
     return run_dir
