@@ -101,9 +101,9 @@ def test_absorb_end_to_end_and_the_separate_commands_agree(tmp_path, tiny, capsy
             "--save-frequency", "8", "--out", str(run)]  # fmt: skip
     assert main(argv) == 0
     stages = [line.split(":")[1].strip() for line in capsys.readouterr().err.splitlines()]
-    assert stages == ["model and SAEs loaded and checked; writing " + str(run), "co-occurrence", "co-occurrence",
-                      "ablation", "ablation", "searching pairs and writing the report",
-                      stages[-1]]  # fmt: skip
+    loaded = f"model and SAEs loaded and checked; writing {run}"
+    assert stages == [loaded, "co-occurrence", "co-occurrence", "ablation", "ablation",
+                      "searching pairs and writing the report", stages[-1]]  # fmt: skip
     for name in ("manifest.json", "cooccurrences.safetensors", "top_examples.safetensors",
                  "effects.safetensors", "pairs.json", "pairs.csv", "histogram.png",
                  "report.html", "summary.json"):  # fmt: skip
