@@ -200,7 +200,7 @@ def read_manifest(run_dir: Path, job: str | None = None) -> dict[str, Any]:
     if not isinstance(manifest, dict) or not isinstance(manifest.get("config", {}), dict):
         raise UserError(f"{path} is damaged (not a run manifest)")
     if job is not None and manifest.get("job") != job:
-        raise UserError(f"{run_dir} is a '{manifest.get('job')}' run, not a '{job}' run")
+        raise UserError(f"{run_dir} is a run of `{manifest.get('job')}`, not of `{job}`")
     return manifest
 
 

@@ -101,9 +101,9 @@ def test_absorb_end_to_end_and_the_separate_commands_agree(tmp_path, tiny, capsy
             "--save-frequency", "8", "--out", str(run)]  # fmt: skip
     assert main(argv) == 0
     stages = [line.split(":")[1].strip() for line in capsys.readouterr().err.splitlines()]
-    assert stages == ["model, SAEs and corpus loaded and checked", "co-occurrence", "co-occurrence",
-                      "ablation", "ablation", "searching pairs and writing the report",
-                      stages[-1]]  # fmt: skip
+    loaded = f"model and SAEs loaded and checked; writing {run}"
+    assert stages == [loaded, "co-occurrence", "co-occurrence", "ablation", "ablation",
+                      "searching pairs and writing the report", stages[-1]]  # fmt: skip
     for name in ("manifest.json", "cooccurrences.safetensors", "top_examples.safetensors",
                  "effects.safetensors", "pairs.json", "pairs.csv", "histogram.png",
                  "report.html", "summary.json"):  # fmt: skip
@@ -163,6 +163,23 @@ def test_pairs_on_a_run_writes_a_new_run_and_leaves_the_input_alone(tmp_path, mo
     (made,) = (tmp_path / "runs").iterdir()
     assert made.name.endswith("-pairs") and (made / "pairs.json").is_file()
     assert f"runs/{made.name}/report.html" in capsys.readouterr().err
+
+
+def test_small_wording_plurals_file_types_and_job_names(tmp_path, capsys):
+    from pivotal_sae.absorption.jobs.pairs import plural
+    from pivotal_sae.explorer.pages import environment
+
+    assert plural(1, "pair") == "1 pair" and plural(2, "ablated latent") == "2 ablated latents"
+    render = environment().from_string('{{ n|plural("context") }}').render
+    assert render(n=1) == "1 context" and render(n=1200) == "1,200 contexts"
+    csv_file = tmp_path / "pairs.csv"
+    csv_file.write_text("a,b\n1,2\n")
+    _fails(["pairs", "--input-path", str(csv_file)], "is not an effects file", capsys)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "manifest.json").write_text(json.dumps({"job": "absorb", "config": {}}))
+    err = _fails(["ablate", "--resume", str(run)], "is a run of `absorb`, not of `ablate`", capsys)
+    assert "a 'absorb'" not in err
 
 
 def _fails(argv: list[str], needle: str, capsys) -> str:

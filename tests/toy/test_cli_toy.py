@@ -113,3 +113,16 @@ def test_resume_of_a_finished_run_says_so_and_changes_nothing(tmp_path, capsys):
     assert "finished all 20 steps already; nothing changed" in out
     after = {p: p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()}
     assert after == before
+
+
+def test_readme_flat_toy_examples_use_the_measured_latent_budget():
+    """At the default 30 latents a flat SAE cannot show absorption; docs/toy.md measures 90
+    latents with k 6 against the hierarchical SAE's 30 × (1 + 2)."""
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    commands = [c for c in readme.replace("\\\n", " ").splitlines() if "toy train" in c]
+    flat = [c for c in commands if "--arch topk" in c or "--arch matryoshka" in c]
+    assert flat
+    for command in flat:
+        assert "--sae-hidden-dim 90" in command and "--sae-k 6" in command, command

@@ -43,6 +43,8 @@ def make_environment(*template_dirs: Path) -> Any:
     env.globals.update(shade=shade_class)
     env.filters["count"] = lambda n: "–" if n is None else f"{n:,}"
     env.filters["num"] = lambda x, digits=3: "–" if x is None else f"{x:.{digits}g}"
+    # "1 context", "3 contexts": `{{ n|plural("context") }}`
+    env.filters["plural"] = lambda n, word: f"{n:,} {word}{'' if n == 1 else 's'}"
     return env
 
 

@@ -21,6 +21,7 @@ from pivotal_sae.absorption.jobs.cooccur import check_memory, cooccurrence_stage
 from pivotal_sae.absorption.jobs.pairs import (
     explanations_given,
     pairs_stage,
+    plural,
     rows_to_search,
     tokenizer_text,
 )
@@ -41,12 +42,11 @@ def _absorb(config: AbsorbConfig, run_dir: Path, resuming: bool) -> Path:
     explanations = explanations_given(config, models.ablator.info.neuronpedia_id)
     _, counted = setup.open_contexts(config, models.lm, config.cooccurrence_prompts)
     _, ablated = setup.open_contexts(config, models.lm, config.n_prompts)
-    # Said once every input is checked: a refused input stays one line.
-    setup.say("model, SAEs and corpus loaded and checked")
     if not resuming:
         setup.create_run_dir(run_dir, "absorb", config)
     else:
         setup.tidy_resumed_run(run_dir)
+    setup.say(f"model and SAEs loaded and checked; writing {run_dir}")
 
     metadata = setup.run_metadata(models, ablated)
     state = cooccurrence_stage(
@@ -71,8 +71,8 @@ def _absorb(config: AbsorbConfig, run_dir: Path, resuming: bool) -> Path:
     wall = {"wall_seconds": round(time.perf_counter() - started, 2), "resumed": resuming}
     summary = setup.update_summary(run_dir, "absorb", wall)
     setup.say(
-        f"{len(search.pairs):,} pairs (of {search.n_matching:,} matching) from "
-        f"{summary['ablate']['latents_ablated']:,} ablated latents; report in "
+        f"{plural(len(search.pairs), 'pair')} (of {search.n_matching:,} matching) from "
+        f"{plural(summary['ablate']['latents_ablated'], 'ablated latent')}; report in "
         f"{run_dir / 'report.html'}"
     )
     return run_dir

@@ -129,6 +129,10 @@ def rows_to_search(config: PairJobConfig, d_sae: int) -> list[int] | None:
     return [i for i in (config.just_these or first) if i < config.max_steps]
 
 
+def plural(n: int, word: str) -> str:
+    return f"{n:,} {word}{'' if n == 1 else 's'}"
+
+
 def scores_text(scores: dict[str, Any] | None) -> str | None:
     """ "held-out FVU 0.213, L0 32, dead latents 1.2 %", or None for SAEs not trained here."""
     if not scores:
@@ -231,6 +235,11 @@ def _inputs(config: PairsConfig) -> tuple[Path, Path, Path | None]:
         if effects_path is None:
             raise UserError(f"{source} holds no effects.safetensors[.zst]; run ablate first")
     elif source.exists():
+        if not source.name.endswith((".safetensors", ".safetensors.zst")):
+            raise UserError(
+                f"--input-path {source} is not an effects file (effects.safetensors[.zst]) "
+                "or a run directory holding one"
+            )
         effects_path = source
     else:
         raise UserError(f"--input-path {source}: no such file or directory")
@@ -339,6 +348,7 @@ def run_pairs(config: PairsConfig) -> Path:
         explanations=explanations,
     )  # fmt: skip
     setup.say(
-        f"{len(search.pairs):,} pairs (of {search.n_matching:,} matching) in {out}/report.html"
+        f"{plural(len(search.pairs), 'pair')} (of {search.n_matching:,} matching) in "
+        f"{out}/report.html"
     )
     return out
