@@ -78,19 +78,22 @@ def highlight_via_server(config: HighlightConfig) -> HighlightResponse:
         ) from None
     if reply.status_code != 200:
         try:
-            detail = reply.json().get("detail")
+            answer = reply.json()
         except ValueError:
-            detail = None
+            answer = None
+        detail = answer.get("detail") if isinstance(answer, dict) else None
         if not isinstance(detail, str):
             detail = reply.text.strip().splitlines()[0][:300] if reply.text.strip() else ""
         hint = " (give --token or set $PIVOTAL_SAE_TOKEN)" if reply.status_code == 401 else ""
         raise UserError(f"the server answered {reply.status_code}: {detail}{hint}")
     try:
-        return HighlightResponse.model_validate(reply.json())
+        result = HighlightResponse.model_validate(reply.json())
     except ValueError as exc:
+        first = str(exc).splitlines()[0]
         raise UserError(
-            f"{config.server} did not answer like a pivotal-sae explorer ({exc})"
+            f"{config.server} did not answer like a pivotal-sae explorer ({first})"
         ) from None
+    return result
 
 
 def highlight_in_process(config: HighlightConfig) -> HighlightResponse:
@@ -105,6 +108,8 @@ def run_highlight(config: HighlightConfig) -> Path:
         result = highlight_via_server(config)
     else:
         result = highlight_in_process(config)
+    if not result.tokens:  # checked before the file is written: no page is better than this
+        raise UserError("the highlight came back with no tokens for this prompt")
     out = config.out.expanduser()
     atomic_write_text(out, render_standalone(result))
     top = max(result.tokens, key=lambda t: t.activation)

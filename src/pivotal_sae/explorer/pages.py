@@ -38,6 +38,18 @@ def highlight_url(prompt: str, sae: str, feature: int) -> str:
 
 
 @functools.cache
+def http_url(url: object) -> str:
+    """`url` if it is an http(s) link, else "" (a `javascript:` or `data:` link from a server's
+    answer or a run's pairs.json must never become a link)."""
+    if not isinstance(url, str):
+        return ""
+    url = url.strip()
+    scheme = url.split(":", 1)[0].lower() if ":" in url else ""
+    if scheme not in ("http", "https") or any(ord(c) < 32 for c in url):
+        return ""
+    return url
+
+
 def environment() -> Any:
     import jinja2
 
@@ -55,6 +67,7 @@ def environment() -> Any:
         short=lambda name: Path(name).name or name,
     )
     env.filters["count"] = lambda n: "–" if n is None else f"{n:,}"
+    env.filters["http_url"] = http_url
     env.filters["num"] = lambda x, digits=3: "–" if x is None else f"{x:.{digits}g}"
     return env
 
