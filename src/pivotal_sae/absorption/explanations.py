@@ -16,6 +16,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import re
 import socket
 import threading
 import urllib.error
@@ -38,12 +39,14 @@ TIMEOUT_S = 10.0
 DNS_TIMEOUT_S = 3.0
 MAX_BATCHES = 10_000
 COMPLETE_MARKER = "complete"
+ID_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 def split_neuronpedia_id(neuronpedia_id: str) -> tuple[str, str]:
     """'gemma-2-2b/20-gemmascope-res-65k' → ('gemma-2-2b', '20-gemmascope-res-65k')."""
     parts = neuronpedia_id.strip("/").split("/")
-    if len(parts) != 2 or not all(parts):
+    # Each part names a folder of the cache and a piece of a URL: plain names only.
+    if len(parts) != 2 or not all(ID_PART.fullmatch(p) and p not in (".", "..") for p in parts):
         raise UserError(
             "a Neuronpedia id looks like 'gemma-2-2b/20-gemmascope-res-65k', "
             f"not {neuronpedia_id!r}"

@@ -127,15 +127,20 @@ def build_browser(config: ServeConfig) -> Browser:
     return Browser(explorer, run, run_sae)
 
 
+def loopback_hosts(host: str) -> list[str]:
+    """Host headers a loopback server answers: the usual local names and its own address
+    (`--host 127.0.0.2` is reached as 127.0.0.2)."""
+    own = host.strip("[]")
+    return sorted({"127.0.0.1", "localhost", "[::1]", "::1", own, f"[{own}]"})
+
+
 def prepare_server(config: ServeConfig) -> Any:
     """Everything `serve` does before listening: checks, loading, the app; a uvicorn Server."""
     import uvicorn
 
     _check_port_free(config.host, config.port)
     browser = build_browser(config)
-    allowed = None
-    if is_loopback(config.host):
-        allowed = ["127.0.0.1", "localhost", "[::1]", "::1"]
+    allowed = loopback_hosts(config.host) if is_loopback(config.host) else None
     app = create_app(
         browser,
         token=config.token,
@@ -151,7 +156,12 @@ def prepare_server(config: ServeConfig) -> Any:
     )
     return uvicorn.Server(
         uvicorn.Config(
-            app, host=config.host, port=config.port, log_level="warning", access_log=False
+            app,
+            host=config.host,
+            port=config.port,
+            log_level="warning",
+            access_log=False,
+            timeout_keep_alive=5,  # idle connections go back; stalled bodies: Guard's 408
         )
     )
 

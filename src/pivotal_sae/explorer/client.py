@@ -83,9 +83,10 @@ def _post(config: HighlightConfig, endpoint: str, body: dict[str, Any]) -> Any:
         ) from None
     if reply.status_code != 200:
         try:
-            detail = reply.json().get("detail")
+            answer = reply.json()
         except ValueError:
-            detail = None
+            answer = None
+        detail = answer.get("detail") if isinstance(answer, dict) else None
         if not isinstance(detail, str):
             detail = reply.text.strip().splitlines()[0][:300] if reply.text.strip() else ""
         hint = " (give --token or set $PIVOTAL_SAE_TOKEN)" if reply.status_code == 401 else ""
@@ -97,8 +98,9 @@ def _validated(model: type[T], answer: Any, config: HighlightConfig) -> T:
     try:
         return model.model_validate(answer)
     except ValueError as exc:
+        first = str(exc).splitlines()[0]
         raise UserError(
-            f"{config.server} did not answer like a pivotal-sae explorer ({exc})"
+            f"{config.server} did not answer like a pivotal-sae explorer ({first})"
         ) from None
 
 
@@ -144,6 +146,8 @@ def run_highlight(config: HighlightConfig) -> Path:
     else:
         result, top_latents = highlight_in_process(config)
     assert config.out is not None  # the config gives it a default
+    if not result.tokens:  # checked before the file is written: no page is better than this
+        raise UserError("the highlight came back with no tokens for this prompt")
     out = config.out.expanduser()
     atomic_write_text(out, render_standalone(result))
     if result.max_activation <= 0:

@@ -7,6 +7,7 @@ Cheap checks (port range, bind address versus token, limits, the client's server
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,7 +48,13 @@ def check_run_dir(run: Path) -> None:
 
 def _token_from_env(token: str | None) -> str | None:
     # The environment keeps the secret out of `ps` listings and shell history.
-    return token if token is not None else (os.environ.get(TOKEN_ENV) or None)
+    token = token if token is not None else (os.environ.get(TOKEN_ENV) or None)
+    # An HTTP header carries printable ASCII only: any other token could never match.
+    if token is not None and not (token.isascii() and token.isprintable() and token.strip()
+                                  and not any(c.isspace() for c in token)):  # fmt: skip
+        raise UserError("--token must be printable ASCII without spaces (it travels in an "
+                        "HTTP header)")  # fmt: skip
+    return token
 
 
 @dataclass
@@ -149,6 +156,12 @@ class HighlightConfig(SaeOptions, ModelOptions):
             raise UserError("--prompt is empty")
         if self.out is None:
             self.out = Path(f"highlight-latent-{self.feature_idx}.html")
+        try:
+            self.prompt.encode("utf-8")
+        except UnicodeEncodeError:
+            raise UserError("--prompt is not valid UTF-8 text") from None
+        if not (math.isfinite(self.timeout) and self.timeout > 0):
+            raise UserError(f"--timeout must be a positive number of seconds (got {self.timeout})")
         if self.out.is_dir():
             raise UserError(f"--out {self.out} is a directory; name an .html file")
         if not self.out.expanduser().parent.is_dir():

@@ -51,7 +51,10 @@ class LoadedSae:
 
     def url(self, index: int) -> str | None:
         np_id = self.sae.info.neuronpedia_id
-        return neuronpedia_url(np_id, index) if np_id else None
+        try:
+            return neuronpedia_url(np_id, index) if np_id else None
+        except UserError:  # an id that is not a plain model/sae pair makes no link
+            return None
 
     def describe(self) -> SaeDescription:
         return SaeDescription(

@@ -9,7 +9,6 @@ it); the Highlight page's behaviour lives in static/app.js and reads the API.
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlencode
@@ -19,6 +18,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from pivotal_sae.errors import UserError
 from pivotal_sae.explorer.browse import PAIR_KINDS, Browser, NotFound
+from pivotal_sae.render import http_url as http_url
 from pivotal_sae.render import make_environment
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -32,7 +32,6 @@ def highlight_url(prompt: str, sae: str, feature: int) -> str:
     return "/?" + urlencode({"prompt": prompt, "sae": sae, "feature": feature})
 
 
-@functools.cache
 def environment() -> Any:
     """The explorer's page templates over the shared ones (`pivotal_sae.render`)."""
     env = make_environment(TEMPLATES)

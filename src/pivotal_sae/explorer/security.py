@@ -17,13 +17,14 @@ One ASGI layer in front of the app:
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from http.cookies import SimpleCookie
 from typing import Any
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import parse_qsl, quote, urlencode
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -54,6 +55,17 @@ UNAUTHORIZED_PAGE = (
 )
 
 
+#: Seconds a client may pause while sending a request body (a stalled one gets 408 and the
+#: connection back).
+READ_TIMEOUT_S = 30.0
+
+
+def same_site_path(path: str) -> str:
+    """`path` as a redirect target that stays on this site: one leading slash (`//host` and
+    `/\\host` are other sites to a browser), control characters and spaces percent-encoded."""
+    return "/" + quote(path.lstrip("/\\"), safe="/%:@!$&'()*+,;=-._~")
+
+
 def _headers(scope: Scope) -> dict[bytes, bytes]:
     return {k.lower(): v for k, v in scope.get("headers", [])}
 
@@ -67,12 +79,28 @@ def _json_response(status: int, detail: str, extra: list[tuple[bytes, bytes]] | 
 class Guard:
     """Token check, body-size limit and security headers around an ASGI app."""
 
-    def __init__(self, app: ASGIApp, *, token: str | None, max_body_bytes: int) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        token: str | None,
+        max_body_bytes: int,
+        read_timeout_s: float = READ_TIMEOUT_S,
+    ) -> None:
         self.app = app
         self.token = token
         self.max_body_bytes = max_body_bytes
+        self.read_timeout_s = read_timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # No page uses websockets: with a token they get the same check as the API.
+        if (
+            scope["type"] == "websocket"
+            and self.token is not None
+            and not self._matches(self._presented(scope)[0])
+        ):
+            await send({"type": "websocket.close", "code": 1008})
+            return
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -133,7 +161,7 @@ class Guard:
             if given and self._matches(given[-1]):
                 # Store the token and drop it from the address bar (and from history).
                 rest = urlencode([(k, v) for k, v in query if k != "token"])
-                location = path + (f"?{rest}" if rest else "")
+                location = same_site_path(path) + (f"?{rest}" if rest else "")
                 cookie_header = f"{COOKIE}={self._cookie_value}; HttpOnly; SameSite=Strict; Path=/"
                 return 303, [(b"location", location.encode()), (b"set-cookie",
                              cookie_header.encode())], b""  # fmt: skip
@@ -166,7 +194,10 @@ class Guard:
         # Read the whole (bounded) body now, so nothing downstream ever holds more than that.
         chunks, size, more = [], 0, True
         while more:
-            message = await receive()
+            try:
+                message = await asyncio.wait_for(receive(), self.read_timeout_s)
+            except TimeoutError:
+                return _json_response(408, "the request body stopped arriving; send it whole")
             if message["type"] != "http.request":
                 return receive  # the client went away; let the app see the disconnect
             chunk = message.get("body", b"")

@@ -44,6 +44,7 @@ def make_environment(*template_dirs: Path) -> Any:
     env.filters["count"] = lambda n: "–" if n is None else f"{n:,}"
     env.filters["num"] = lambda x, digits=3: "–" if x is None else f"{x:.{digits}g}"
     # "1 context", "3 contexts": `{{ n|plural("context") }}`
+    env.filters["http_url"] = http_url
     env.filters["plural"] = lambda n, word: f"{n:,} {word}{'' if n == 1 else 's'}"
     return env
 
@@ -51,3 +52,15 @@ def make_environment(*template_dirs: Path) -> Any:
 @functools.cache
 def stylesheet() -> str:
     return STYLESHEET.read_text(encoding="utf-8")
+
+
+def http_url(url: object) -> str:
+    """`url` if it is an http(s) link, else "" (a `javascript:` or `data:` link from a server's
+    answer or a run's pairs.json must never become a link)."""
+    if not isinstance(url, str):
+        return ""
+    url = url.strip()
+    scheme = url.split(":", 1)[0].lower() if ":" in url else ""
+    if scheme not in ("http", "https") or any(ord(c) < 32 for c in url):
+        return ""
+    return url

@@ -321,8 +321,8 @@ def output_dir(config: PairsConfig) -> Path:
 
 def run_pairs(config: PairsConfig) -> Path:
     device = resolve_device(config.device)
-    out = output_dir(config)
     effects_path, cooc_path, examples_path = _inputs(config)
+    out = output_dir(config)
     # Everything is read and checked before anything is written.
     effects, effects_meta = load_effects(effects_path, device)
     counter, cooc_meta = load_counts(cooc_path, device)
