@@ -98,7 +98,7 @@ SWEEP = [
     (["pairs", "--input-path", "{tmp}/missing"], "no such file or directory"),
     ([*PAIRS], "holds no effects"),
     ([*PAIRS, "--cosine-sim-threshold", "-2"], "--cosine-sim-threshold"),
-    (["pairs", "--input-path", "{tmp}/file"], "no cooccurrences.safetensors beside"),
+    (["pairs", "--input-path", "{tmp}/file"], "is not an effects file"),
     # serve and highlight
     (["serve", "--port", "0"], "--port"),
     (["serve", "--port", "70000"], "--port"),

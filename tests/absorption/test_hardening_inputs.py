@@ -45,7 +45,7 @@ def test_pairs_never_overwrites_a_users_folder(tmp_path, finished_run, capsys):
     try:
         (finished_run / "summary.json").write_text("[1]")
         before = _tree(finished_run)
-        _fails(pairs, "is not a run summary", capsys)
+        _fails([*pairs, "--out", str(finished_run)], "is not a run summary", capsys)
         assert _tree(finished_run) == before
     finally:
         (tmp_path / "summary.json").replace(finished_run / "summary.json")

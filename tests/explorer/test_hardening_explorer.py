@@ -97,8 +97,8 @@ def test_only_http_links_are_written(tmp_path, monkeypatch):
     page = run_highlight(_highlight(tmp_path)).read_text()
     assert "javascript:" not in page and "Neuronpedia" not in page
     macros = environment().get_template("_macros.html").module
-    assert "javascript:" not in str(macros.latent_title("sae", 3, "javascript:alert(1)"))
-    assert 'href="https://x.org/1"' in str(macros.latent_title("sae", 3, "https://x.org/1"))
+    assert "javascript:" not in str(macros.latent_title(3, "javascript:alert(1)", "sae"))
+    assert 'href="https://x.org/1"' in str(macros.latent_title(3, "https://x.org/1", "sae"))
 
 
 @pytest.mark.parametrize("path", ["//evil.example/", "/\\evil.example/", "/%5Cevil.example/",
