@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +27,15 @@ from pivotal_sae.toy.worlds import parent_child_pairs
 
 if TYPE_CHECKING:
     from sae_lens.synthetic import SyntheticModel
+
+
+class FlatDictionary(Protocol):
+    """What the absorption gap needs: decoder rows and a dense encoder."""
+
+    @property
+    def W_dec(self) -> Tensor: ...
+
+    def encode(self, x_BM: Tensor) -> Tensor: ...
 
 
 class FlatView(nn.Module):
@@ -82,7 +91,7 @@ def train_on_world(
 
 @torch.no_grad()
 def absorption_gap(
-    sae: nn.Module, world: SyntheticModel, samples: int = 50_000, min_rows: int = 20
+    sae: FlatDictionary, world: SyntheticModel, samples: int = 50_000, min_rows: int = 20
 ) -> dict[str, float]:
     """Mean over tree parents of P(best latent silent | parent with a child) minus
     P(silent | parent alone), over parents with at least `min_rows` rows of each kind.
@@ -137,10 +146,10 @@ def score_on_world(sae: nn.Module, world: SyntheticModel, samples: int = 50_000)
     """SAELens's synthetic evaluation plus the absorption gap, as one flat dict."""
     from sae_lens.synthetic import eval_sae_on_synthetic_data
 
-    view = FlatView(sae) if isinstance(sae, TopKSae) else sae
+    view: Any = FlatView(sae) if isinstance(sae, TopKSae) else sae
     with torch.no_grad():
         result = eval_sae_on_synthetic_data(
-            view,  # type: ignore[arg-type]
+            view,
             world.feature_dict,
             world.activation_generator,
             num_samples=samples,
