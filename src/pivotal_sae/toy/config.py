@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pivotal_sae.errors import UserError
+from pivotal_sae.toy.worlds import WORLDS
 
 #: Values of the options left unset (None), per --recipe. `original` is the research code.
 RECIPES: dict[str, dict[str, object]] = {
@@ -51,6 +52,10 @@ class ToyTrainConfig:
     two children each, perturbation 0.4, model width 50, batch 100, k = 3) trained for 20,000
     steps with the improved recipe.
     """
+
+    world: str = "seed"
+    """Data: `seed` (the planted parent/child features below) or a SAELens synthetic world,
+    `synthsaebench-16k` (the published benchmark) or `synthsaebench-small` (small, for CPU)."""
 
     arch: Literal["topk", "hierarchical", "matryoshka"] = "hierarchical"
     """SAE architecture: flat TopK, hierarchical (winner-take-all children under each TopK parent
@@ -213,6 +218,14 @@ class ToyTrainConfig:
         width = self.sae_hidden_dim
         prefixes = self.matryoshka_prefixes or []
         return [
+            (
+                self.world in WORLDS,
+                f"unknown --world {self.world!r}; choose one of {', '.join(WORLDS)}",
+            ),
+            (
+                self.world == "seed" or not self.handcode_sae,
+                "--handcode-sae needs --world seed",
+            ),
             (self.n_children >= 2, f"--n-children must be at least 2 (got {self.n_children})"),
             (0 < self.lr <= 1, f"--lr must be in (0, 1] (got {self.lr})"),
             (self.max_step < 2**40, f"--max-step {self.max_step} is more than any run can take"),

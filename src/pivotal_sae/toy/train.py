@@ -53,6 +53,8 @@ from pivotal_sae.toy.data import (
 from pivotal_sae.toy.metrics import activation_metrics, weight_metrics
 from pivotal_sae.toy.revival import DeadLatentTracker
 from pivotal_sae.toy.step import after_step_, losses, optimize
+from pivotal_sae.toy.world_train import train_world_run
+from pivotal_sae.toy.worlds import check_world
 
 JOB = "toy-train"
 PLATEAU_FACTOR = 0.3
@@ -278,6 +280,9 @@ def one_thread() -> Iterator[None]:
 
 def train(config: ToyTrainConfig) -> dict[str, Any]:
     """Run (or resume) a toy training job; returns the summary also written to summary.json."""
+    if config.world != "seed":
+        # Checked before open_run, so a refused world writes nothing.
+        check_world(config.world, str(resolve_device(config.device)), config.sae_hidden_dim)
     config, run_dir, device, resume_from = open_run(config)
     if resume_from is not None and (run_dir / "summary.json").is_file():
         step, _ = checkpoint.latest_checkpoint(run_dir)
@@ -286,6 +291,8 @@ def train(config: ToyTrainConfig) -> dict[str, Any]:
                   "already; nothing changed", flush=True)  # fmt: skip
             return json.loads((run_dir / "summary.json").read_text())
     with one_thread():
+        if config.world != "seed":
+            return train_world_run(config, run_dir, device)
         return _train(config, run_dir, device, resume_from)
 
 

@@ -1,0 +1,171 @@
+"""Train our toy SAEs on a SAELens synthetic world and score them with SAELens's evaluation.
+
+`eval_sae_on_synthetic_data` needs only `eval()`, `W_dec`, `encode` and `decode`, so
+`FlatView` presents any of our architectures as one flat dictionary: TopK and Matryoshka as
+they are, the hierarchical SAE as its parent latents followed by its child latents (a child's
+decoder row is its offset from the parent, as the SAE decodes it today).
+
+The absorption gap, generalised to the world's tree: for each parent feature, its best-matching
+latent (decoder cosine) is silent on some share of the rows where the parent fires together
+with one of its children, and on some share of the rows where it fires alone; the gap is the
+difference. A flat SAE that absorbs the parent into its children has a large gap.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import TYPE_CHECKING, Any, Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from pivotal_sae.saes.hierarchical import HierarchicalSae
+from pivotal_sae.saes.topk import TopKSae, scatter_dense
+from pivotal_sae.toy.worlds import parent_child_pairs
+
+if TYPE_CHECKING:
+    from sae_lens.synthetic import SyntheticModel
+
+
+class FlatDictionary(Protocol):
+    """What the absorption gap needs: decoder rows and a dense encoder."""
+
+    @property
+    def W_dec(self) -> Tensor: ...
+
+    def encode(self, x_BM: Tensor) -> Tensor: ...
+
+
+class FlatView(nn.Module):
+    """Any toy SAE as the flat `encode`/`decode`/`W_dec` that SAELens's evaluation expects."""
+
+    def __init__(self, sae: TopKSae) -> None:
+        super().__init__()
+        self.sae = sae
+
+    @property
+    def W_dec(self) -> Tensor:
+        if isinstance(self.sae, HierarchicalSae):
+            return torch.cat([self.sae.W_dec, self.sae.W_dec_child])
+        return self.sae.W_dec
+
+    def encode(self, x_BM: Tensor) -> Tensor:
+        if isinstance(self.sae, HierarchicalSae):
+            _, parent_acts_BE, child_acts_BH, _ = self.sae._forward_parts(x_BM)
+            return torch.cat([parent_acts_BE, child_acts_BH], dim=1)
+        out = self.sae(x_BM)
+        return scatter_dense(out.values_BK, out.indices_BK, self.sae.d_sae)
+
+    def decode(self, acts_BL: Tensor) -> Tensor:
+        return torch.addmm(self.sae.b_dec, acts_BL, self.W_dec)
+
+
+def train_on_world(
+    sae: TopKSae,
+    world: SyntheticModel,
+    samples: int,
+    batch_size: int,
+    lr: float,
+    seed: int = 1,
+) -> dict[str, float]:
+    """Adam on the SAE's own reconstruction loss over fresh world batches; returns samples/s.
+
+    The SAE is initialised with its decoder bias at the data mean (the world has a bias)."""
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        sae.b_dec.copy_(world.sample(min(4096, samples or 1)).mean(0))
+    optimizer = torch.optim.Adam(sae.parameters(), lr=lr)
+    steps = math.ceil(samples / batch_size)
+    start = time.perf_counter()
+    for _ in range(steps):
+        x_BM = world.sample(batch_size)
+        loss = sae.reconstruction_loss(x_BM, sae(x_BM))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    seconds = time.perf_counter() - start
+    return {"samples_per_s": steps * batch_size / max(seconds, 1e-9), "final_loss": loss.item()}
+
+
+@torch.no_grad()
+def absorption_gap(
+    sae: FlatDictionary, world: SyntheticModel, samples: int = 50_000, min_rows: int = 20
+) -> dict[str, float]:
+    """Mean over tree parents of P(best latent silent | parent with a child) minus
+    P(silent | parent alone), over parents with at least `min_rows` rows of each kind.
+
+    `sae` is anything with `W_dec` and `encode` (a `FlatView` or a SAELens SAE)."""
+    pairs = parent_child_pairs(world)
+    if not pairs:
+        return {"absorption_gap": float("nan"), "parents_scored": 0.0}
+    gt_FM = world.feature_dict.feature_vectors
+    decoder_LM = sae.W_dec.to(gt_FM.device)
+    cosine_FL = F.normalize(gt_FM, dim=1) @ F.normalize(decoder_LM, dim=1).T
+    parents = sorted({p for p, _ in pairs})
+    parent_index = {p: i for i, p in enumerate(parents)}
+    # children_PF[i, f]: feature f is a child of parents[i]
+    children_PF = torch.zeros(len(parents), gt_FM.shape[0], dtype=torch.bool)
+    for p, c in pairs:
+        children_PF[parent_index[p], c] = True
+    parents_P = torch.tensor(parents)
+    best_latent_P = cosine_FL[parents_P].argmax(dim=1)
+    counts = torch.zeros(4, len(parents))  # with child, silent with child, alone, silent alone
+    rows = 0
+    while rows < samples:
+        n = min(5_000, samples - rows)
+        hidden_BM, feature_acts_BF = world.sample_with_features(n)
+        if feature_acts_BF.is_sparse:
+            feature_acts_BF = feature_acts_BF.to_dense()
+        active_BF = feature_acts_BF != 0
+        silent_BP = sae.encode(hidden_BM)[:, best_latent_P] == 0
+        parent_on_BP = active_BF[:, parents_P]
+        child_on_BP = (active_BF.float() @ children_PF.T.float()) > 0
+        with_child_BP = parent_on_BP & child_on_BP
+        alone_BP = parent_on_BP & ~child_on_BP
+        counts[0] += with_child_BP.sum(0)
+        counts[1] += (with_child_BP & silent_BP).sum(0)
+        counts[2] += alone_BP.sum(0)
+        counts[3] += (alone_BP & silent_BP).sum(0)
+        rows += n
+    scored = (counts[0] >= min_rows) & (counts[2] >= min_rows)
+    if not scored.any():
+        return {"absorption_gap": float("nan"), "parents_scored": 0.0}
+    silent_with_child = counts[1][scored] / counts[0][scored]
+    silent_alone = counts[3][scored] / counts[2][scored]
+    return {
+        "absorption_gap": (silent_with_child - silent_alone).mean().item(),
+        "silent_with_child": silent_with_child.mean().item(),
+        "silent_alone": silent_alone.mean().item(),
+        "parents_scored": float(scored.sum().item()),
+    }
+
+
+def score_on_world(sae: nn.Module, world: SyntheticModel, samples: int = 50_000) -> dict[str, Any]:
+    """SAELens's synthetic evaluation plus the absorption gap, as one flat dict."""
+    from sae_lens.synthetic import eval_sae_on_synthetic_data
+
+    view: Any = FlatView(sae) if isinstance(sae, TopKSae) else sae
+    with torch.no_grad():
+        result = eval_sae_on_synthetic_data(
+            view,
+            world.feature_dict,
+            world.activation_generator,
+            num_samples=samples,
+            batch_size=5_000,
+        )
+    scores: dict[str, Any] = {
+        "f1": result.classification.f1_score,
+        "precision": result.classification.precision,
+        "recall": result.classification.recall,
+        "mcc": result.mcc,
+        "uniqueness": result.uniqueness,
+        "explained_variance": result.explained_variance,
+        "l0": result.sae_l0,
+        "true_l0": result.true_l0,
+        "dead_latents": result.dead_latents,
+        "shrinkage": result.shrinkage,
+    }
+    scores.update(absorption_gap(view, world, samples=samples))
+    return scores
