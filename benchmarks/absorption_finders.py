@@ -237,9 +237,10 @@ def main() -> None:
                     report(title, truth, finders)
     needs_lm = {"planted", "category"} - set(args.skip)
     if needs_lm:
-        from pivotal_sae.lm.defaults import DEFAULT_HOOKS, default_saes
+        from pivotal_sae.training.defaults import DEFAULT_HOOKS
+        from pivotal_sae.training.job import ensure_default_saes
 
-        dirs = default_saes(ensure_trained=True)
+        dirs = ensure_default_saes()
         ablator, reader = dirs[DEFAULT_HOOKS[0]], dirs[DEFAULT_HOOKS[1]]
     if "planted" not in args.skip:
         for seed in args.plant_seeds:
