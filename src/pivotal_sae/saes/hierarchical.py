@@ -54,7 +54,8 @@ def winning_children(
     Returns the winners' values and their slots among the siblings (child latent
     `parent * n_children + slot`). The toy SAE and the language-model view both encode with it.
     """
-    under_parent_XKN = child_pre_acts_XH.unflatten(-1, (-1, n_children)).gather(
+    # `view`, not `unflatten` (a Python wrapper that costs more than the op at toy sizes).
+    under_parent_XKN = child_pre_acts_XH.view(*child_pre_acts_XH.shape[:-1], -1, n_children).gather(
         -2, indices_XK[..., None].expand(*indices_XK.shape, n_children)
     )
     child_values_XK, child_slots_XK = under_parent_XKN.max(dim=-1)
