@@ -83,6 +83,12 @@ def test_html_escapes_and_is_self_contained(tmp_path, generator):
     assert page.count('<article class="card pair"') == 10
 
 
+def test_the_report_says_its_pairs_are_not_graded(tmp_path, generator):
+    """Results not graded against ground truth are labelled where a user sees them."""
+    paths, _, _ = make_report(tmp_path, generator, html_pairs=3)
+    assert "Not graded." in paths["report.html"].read_text()
+
+
 def test_html_uses_the_explorers_stylesheet_and_cards(tmp_path, generator):
     """One renderer: the page inlines the stylesheet the explorer serves, its cards are the
     shared pair cards, and it shows what the report always showed."""
