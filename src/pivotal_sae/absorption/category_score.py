@@ -27,26 +27,29 @@ from typing import Any
 import numpy as np
 import torch
 
+from pivotal_sae.absorption.score_config import AbsorptionScoreConfig as _Config
+
 #: SAEBench's "latent is silent" level for the main latents.
 SILENT = 1e-8
 
 
 @dataclass
 class ScoreSettings:
-    """Every threshold of the score; defaults are SAEBench 0.6's."""
+    """Every threshold of the score; defaults are SAEBench 0.6's, written once, with their help
+    text, in `AbsorptionScoreConfig`."""
 
-    min_probe_f1: float = 0.6
-    max_k: int = 10
-    f1_jump_threshold: float = 0.03
-    full_absorption_cos_threshold: float = 0.025
-    fraction_cos_threshold: float = 0.1
-    projection_proportion: float = 0.4
-    max_absorbing_latents: int = 3
+    min_probe_f1: float = _Config.min_probe_f1
+    max_k: int = _Config.max_k
+    f1_jump_threshold: float = _Config.f1_jump_threshold
+    full_absorption_cos_threshold: float = _Config.full_absorption_cos_threshold
+    fraction_cos_threshold: float = _Config.fraction_cos_threshold
+    projection_proportion: float = _Config.projection_proportion
+    max_absorbing_latents: int = _Config.max_absorbing_latents
     top_latents: int = 10
-    probe_c: float = 1.0
-    l1_decay: float = 0.01
+    probe_c: float = _Config.probe_c
+    l1_decay: float = _Config.l1_decay
     l1_epochs: int = 50
-    seed: int = 0
+    seed: int = _Config.seed
 
 
 @dataclass
