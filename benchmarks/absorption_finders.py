@@ -34,9 +34,11 @@ from typing import Any
 
 import torch
 
+from pivotal_sae.absorption.finder import find_partial_pairs
 from pivotal_sae.absorption.pairs import find_decoder_pairs, find_effect_pairs
 
 KS = (10, 100, 1000)
+RECALLS = (0.7, 0.8)
 NO_GATE = 10**15
 Pair = tuple[int, int]
 
@@ -65,6 +67,8 @@ def original_finders(
         decoder = find_decoder_pairs(W_dec_EM, cooc_ee, tokens_counted=tokens, top_n=max_pairs,
                                      cooccurrence_threshold=gate)  # fmt: skip
         finders[f"decoder cosine, {label}"] = [(p.latent_a, p.latent_b) for p in decoder.pairs]
+    partial = find_partial_pairs(W_dec_EM, cooc_ee, tokens_counted=tokens, max_pairs=max_pairs)
+    finders["partial (new default)"] = [(p.parent, p.absorber) for p in partial.pairs]
     return finders
 
 
@@ -83,6 +87,9 @@ def grade(ranked: list[Pair], truth: set[frozenset[int]]) -> dict[str, Any]:
             ap += found / rank
             curve.append((found / len(truth), found / rank))
     row["AP"] = ap / len(truth) if truth else None
+    for target in RECALLS:
+        reached = [p for r, p in curve if r >= target - 1e-9]
+        row[f"P@R{target}"] = max(reached) if reached else 0.0
     row["recall (whole list)"] = found / len(truth) if truth else None
     row["list"] = len(ranked)
     row["curve"] = curve
@@ -90,7 +97,8 @@ def grade(ranked: list[Pair], truth: set[frozenset[int]]) -> dict[str, Any]:
 
 
 def print_table(title: str, truth: set[frozenset[int]], rows: dict[str, dict[str, Any]]) -> None:
-    cols = [*(f"P@{k}" for k in KS), *(f"R@{k}" for k in KS), "AP", "recall (whole list)", "list"]
+    cols = [*(f"P@{k}" for k in KS), *(f"R@{k}" for k in KS), *(f"P@R{r}" for r in RECALLS),
+            "AP", "recall (whole list)", "list"]  # fmt: skip
     print(f"\n### {title} ({len(truth)} true pairs)\n")
     print("| finder | " + " | ".join(cols) + " |")
     print("|---" * (len(cols) + 1) + "|")
@@ -207,6 +215,20 @@ def search_run(ablator: Path, reader: Path, out: Path, n_prompts: int, cooc_prom
             results["cooccurrences_ee"], results.tokens_counted, W_dec)  # fmt: skip
 
 
+def cooccur_run(sae: Path, out: Path, cooc_prompts: int):
+    """(None, None, cooc, tokens, W_dec): co-occurrence counts alone, for a block whose latents
+    no later reader block can show ablation effects for."""
+    from pivotal_sae import load_results
+    from pivotal_sae.saes.loading import read_sae_dir
+
+    if not (out / "cooccurrences.safetensors").exists():
+        cli(["cooccur", "--ablator-sae-path", str(sae), "--n-prompts", str(cooc_prompts),
+             "--out", str(out)])  # fmt: skip
+    results = load_results(out)
+    W_dec = read_sae_dir(sae).W_dec.detach()
+    return None, None, results["cooccurrences_ee"], results.tokens_counted, W_dec
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=Path("runs/absorption-finders"))
@@ -215,6 +237,15 @@ def main() -> None:
     parser.add_argument("--toy-strengths", type=float, nargs="+", default=[0.05, 0.5])
     parser.add_argument("--plant-seeds", type=int, nargs="*", default=[0, 1, 2])
     parser.add_argument("--score-run", type=Path, help="an absorption-score run on the defaults")
+    parser.add_argument(
+        "--category-block",
+        type=int,
+        choices=[3, 4],
+        default=3,
+        help="which default SAE's category pairs to grade (4: co-occurrence "
+        "and decoder finders only: no later block reads its ablations)",
+    )
+    parser.add_argument("--toy-arches", nargs="+", default=list(TOY_SETTINGS))
     parser.add_argument("--n-prompts", type=int, default=128)
     parser.add_argument("--cooccurrence-prompts", type=int, default=1024)
     parser.add_argument("--skip", nargs="*", default=[], choices=["toy", "planted", "category"])
@@ -231,7 +262,8 @@ def main() -> None:
 
     if "toy" not in args.skip:
         for seed in args.toy_seeds:
-            for name, options in TOY_SETTINGS.items():
+            for name in args.toy_arches:
+                options = TOY_SETTINGS[name]
                 for title, truth, finders in toy_case(name, options, args.toy_steps, seed,
                                                       args.out, args.toy_strengths):  # fmt: skip
                     report(title, truth, finders)
@@ -255,12 +287,16 @@ def main() -> None:
             report(f"planted in MiniLM block 3, seed {seed}, rate {key['rate']}", truth, finders)
     if "category" not in args.skip and args.score_run is not None:
         records = json.loads((args.score_run / "records.json").read_text())
-        hook = DEFAULT_HOOKS[0]
+        hook = DEFAULT_HOOKS[args.category_block - 3]
         truth = {frozenset((m, r["absorbing_latent"])) for r in records if r["hook"] == hook
                  for m in r["main_latents"] if m != r["absorbing_latent"]}  # fmt: skip
-        found = search_run(ablator, reader, args.out / "search-default", *budget)
+        if args.category_block == 3:
+            found = search_run(ablator, reader, args.out / "search-default", *budget)
+        else:
+            found = cooccur_run(reader, args.out / "cooccur-block4", args.cooccurrence_prompts)
         finders = original_finders(*found)
-        report("category score on MiniLM block 3 (main, absorber)", truth, finders)
+        report(f"category score on MiniLM block {args.category_block} (main, absorber)", truth,
+               finders)  # fmt: skip
     plot_curves(curves, args.out / "pr_curves.png")
     elapsed = time.perf_counter() - started
     print(f"\nwall time {elapsed:.0f} s; curves in {args.out / 'pr_curves.png'}", file=sys.stderr)

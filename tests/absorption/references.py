@@ -98,3 +98,27 @@ def decoder_pairs_loop(W_dec_EM, cooccurrences_ee, top_n, cooc_threshold, min_fi
             if cooc[i][j] <= cooc_threshold:
                 found.append((raw_cosine(rows[i], rows[j]), i, j))
     return sorted(found, key=lambda x: (-x[0], x[1], x[2]))[:top_n]
+
+
+def partial_pairs_loop(W_dec_EM, cooccurrences_ee, exponent, min_firing, max_pairs):
+    """The `partial` finder one pair at a time, in float64: (score, i, j, parent, absorber)."""
+    rows = [[float(v) for v in row] for row in W_dec_EM.tolist()]
+    norms = [math.sqrt(sum(v * v for v in row)) for row in rows]
+    counts = cooccurrences_ee.tolist()
+    firing = [counts[i][i] for i in range(len(rows))]
+    found = []
+    for i in range(len(rows)):
+        for j in range(i + 1, len(rows)):
+            if firing[i] < min_firing or firing[j] < min_firing or counts[i][j] <= 0:
+                continue
+            if norms[i] == 0 or norms[j] == 0:
+                continue
+            cos = sum(x * y for x, y in zip(rows[i], rows[j], strict=True)) / norms[i] / norms[j]
+            if cos <= 0:
+                continue
+            unshared = 1 - counts[i][j] / max(firing[i], firing[j])
+            score = cos * max(unshared, 0.0) ** exponent
+            parent, absorber = (i, j) if firing[i] >= firing[j] else (j, i)
+            found.append((score, i, j, parent, absorber))
+    found.sort(key=lambda t: (-t[0], t[1], t[2]))
+    return found[:max_pairs], len(found)

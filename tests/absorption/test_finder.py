@@ -1,0 +1,89 @@
+"""The `partial` finder against a loop over pairs, and its evidence."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from pivotal_sae.absorption.cooccurrence import DenseCooccurrence
+from pivotal_sae.absorption.finder import find_partial_pairs, poisson_sf, wilson_interval
+from pivotal_sae.errors import UserError
+from tests.absorption.references import cooccurrence_loop, partial_pairs_loop
+
+
+def random_case(seed: int, e: int = 48, m: int = 16, tokens: int = 400):
+    g = torch.Generator().manual_seed(seed)
+    W_dec_EM = torch.randn(e, m, generator=g)
+    W_dec_EM[3] = W_dec_EM[7] + 0.3 * torch.randn(m, generator=g)  # an alike pair
+    acts_TE = torch.rand(tokens, e, generator=g) * (torch.rand(tokens, e, generator=g) < 0.08)
+    acts_TE[:, 11] = 0.0  # a dead latent
+    return W_dec_EM, acts_TE
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("exponent", [0.0, 0.5, 1.0])
+def test_partial_pairs_match_a_loop_over_pairs(seed: int, exponent: float) -> None:
+    W_dec_EM, acts_TE = random_case(seed)
+    counter = DenseCooccurrence(acts_TE.shape[1], "cpu")
+    counter.update(acts_TE, contexts=1)
+    cooc_ee = cooccurrence_loop(acts_TE)
+    for block in (7, 4096):  # tiles that cut the matrix unevenly, and one tile
+        search = find_partial_pairs(W_dec_EM, counter, exponent=exponent, min_firing=5,
+                                    max_pairs=40, block=block)  # fmt: skip
+        expected, n_scored = partial_pairs_loop(W_dec_EM, cooc_ee, exponent, 5, 40)
+        assert search.n_scored == n_scored
+        assert len(search.pairs) == len(expected)
+        for pair, (score, i, j, parent, absorber) in zip(search.pairs, expected, strict=True):
+            assert (pair.parent, pair.absorber) == (parent, absorber)
+            assert pair.score == pytest.approx(score, rel=1e-5, abs=1e-6)
+            assert pair.cooccurrence == int(cooc_ee[i, j])
+            assert pair.firing_parent == int(cooc_ee[parent, parent])
+            assert pair.p_parent_given_absorber == pytest.approx(
+                int(cooc_ee[i, j]) / int(cooc_ee[absorber, absorber])
+            )
+            assert pair.p_parent_given_absorber_low <= pair.p_parent_given_absorber
+            assert pair.p_parent_given_absorber <= pair.p_parent_given_absorber_high
+            assert 0 <= pair.p_cofire_by_chance <= pair.p_cofire_adjusted <= 1
+        assert all(11 not in (p.parent, p.absorber) for p in search.pairs)
+
+
+def test_the_gates_keep_out_pairs_that_never_cofire_or_point_apart() -> None:
+    W_dec_EM = torch.tensor([[1.0, 0.0], [0.9, 0.1], [-1.0, 0.0], [0.0, 1.0]])
+    acts_TE = torch.zeros(20, 4)
+    acts_TE[:10, 0] = 1.0
+    acts_TE[5:15, 1] = 1.0  # co-fires with 0 on 5 tokens
+    acts_TE[:10, 2] = 1.0  # co-fires with 0 always, but points the other way
+    acts_TE[15:, 3] = 1.0  # never co-fires with anyone
+    search = find_partial_pairs(W_dec_EM, cooccurrence_loop(acts_TE), tokens_counted=20,
+                                min_firing=1)  # fmt: skip
+    assert [(p.parent, p.absorber) for p in search.pairs] == [(0, 1)]
+    (pair,) = search.pairs
+    assert pair.score == pytest.approx(0.9 / math.hypot(0.9, 0.1) * 0.5**0.5)
+
+
+def test_wilson_interval_and_poisson_tail_known_values() -> None:
+    low, high = wilson_interval(torch.tensor([5]), torch.tensor([10]))
+    assert float(low) == pytest.approx(0.2366, abs=1e-4)  # textbook value for 5 of 10
+    assert float(high) == pytest.approx(0.7634, abs=1e-4)
+    # P(X >= 3 | mean 1) = 1 - e^-1 (1 + 1 + 1/2)
+    assert float(poisson_sf(torch.tensor([3]), torch.tensor([1.0]))) == pytest.approx(
+        1 - math.exp(-1) * 2.5
+    )
+    assert float(poisson_sf(torch.tensor([0]), torch.tensor([2.0]))) == 1.0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"exponent": -1.0}, "--partial-exponent"),
+        ({"exponent": math.nan}, "--partial-exponent"),
+        ({"min_firing": 0}, "--min-firing"),
+        ({"max_pairs": 0}, "--max-pairs"),
+    ],
+)
+def test_bad_settings_are_refused_in_one_line(kwargs, message) -> None:
+    W_dec_EM, acts_TE = random_case(0, e=12)
+    with pytest.raises(UserError, match=message):
+        find_partial_pairs(W_dec_EM, cooccurrence_loop(acts_TE), tokens_counted=400, **kwargs)
