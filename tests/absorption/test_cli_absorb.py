@@ -124,6 +124,21 @@ def test_absorb_end_to_end_and_the_separate_commands_agree(tmp_path, tiny, capsy
     for pair in pairs["pairs"]:
         assert pair["cooccurrence_count"] == 0
         assert pair["ablator1"]["id"] < pair["ablator2"]["id"]
+    # The partial finder's pairs: its own file, each pair's evidence consistent with the counts.
+    from pivotal_sae.absorption.finder import find_partial_pairs
+    from pivotal_sae.saes.loading import read_sae_dir
+
+    partial = json.loads((run / "partial_pairs.json").read_text())
+    W_dec_EM = read_sae_dir(tiny["ablator"]).W_dec.detach()
+    again = find_partial_pairs(W_dec_EM, cooc, tokens_counted=results.tokens_counted,
+                               max_pairs=200)  # fmt: skip
+    assert partial["pairs"] == [p.as_dict() for p in again.pairs]
+    assert "not a verified absorption" in partial["note"]
+    for pair in partial["pairs"]:
+        a, b = pair["parent"], pair["absorber"]
+        assert pair["cooccurrence"] == int(cooc[a, b]) > 0
+        assert pair["firing_parent"] >= pair["firing_absorber"] == int(cooc[b, b])
+    assert summary["pairs"]["partial_pairs"] == len(partial["pairs"])
 
     # The same search as three commands: cooccur → ablate --cooccurrence-path → pairs.
     counted, ablated = tmp_path / "counted", tmp_path / "ablated"

@@ -36,7 +36,8 @@ def _add(held, contexts: list[int]) -> None:
     dense, sparse, examples, effects = held
     index = torch.tensor(contexts, dtype=torch.int64)
     for counter in (dense, sparse):
-        counter.update(acts_BSE[index].reshape(-1, D_SAE), contexts=len(contexts))
+        counter.update(acts_BSE[index].reshape(-1, D_SAE), contexts=len(contexts),
+                       token_ids_T=ids_BS[index].reshape(-1))  # fmt: skip
     examples.update(acts_BSE[index], ids_BS[index], torch.ones(len(contexts), S, dtype=torch.bool),
                     index)  # fmt: skip
     for context in contexts:
@@ -71,6 +72,8 @@ def _worker(rank: int, world: int, store: str, out: str) -> None:
             "sparse": sparse.to_dense(),
             "tokens": dense.tokens_counted,
             "sparse_tokens": sparse.tokens_counted,
+            "dense_token_firing": dense.token_firing.state_dict(),
+            "sparse_token_firing": sparse.token_firing.state_dict(),
             "contexts": sparse.contexts_processed,
             "examples": examples.state_dict(),
             "effect_ids": ids_R,
@@ -95,6 +98,11 @@ def test_two_ranks_equal_one_process(tmp_path):
     assert (first["tokens"], first["contexts"]) == (N_CONTEXTS * S, N_CONTEXTS)
     assert second["sparse_tokens"] == N_CONTEXTS * S
     assert second["dense"].sum() == 0 and second["tokens"] == 0
+    for name, tensor in dense.token_firing.state_dict().items():  # firing per token id
+        assert torch.equal(first["dense_token_firing"][name], tensor), name
+        assert torch.equal(first["sparse_token_firing"][name], tensor), name
+        assert torch.equal(second["sparse_token_firing"][name], tensor), name  # kept
+        assert second["dense_token_firing"][name].numel() == 0, name
     for name, tensor in examples.state_dict().items():
         assert torch.equal(first["examples"][name], tensor), name
         assert torch.equal(second["examples"][name], tensor), name

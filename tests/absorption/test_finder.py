@@ -9,6 +9,7 @@ import torch
 
 from pivotal_sae.absorption.cooccurrence import DenseCooccurrence
 from pivotal_sae.absorption.finder import find_partial_pairs, poisson_sf, wilson_interval
+from pivotal_sae.absorption.pairs import poisson_cdf
 from pivotal_sae.errors import UserError
 from tests.absorption.references import cooccurrence_loop, partial_pairs_loop
 
@@ -45,8 +46,32 @@ def test_partial_pairs_match_a_loop_over_pairs(seed: int, exponent: float) -> No
             )
             assert pair.p_parent_given_absorber_low <= pair.p_parent_given_absorber
             assert pair.p_parent_given_absorber <= pair.p_parent_given_absorber_high
-            assert 0 <= pair.p_cofire_by_chance <= pair.p_cofire_adjusted <= 1
+            assert 0 <= pair.p_cofire_by_chance <= pair.q_cofire <= 1
         assert all(11 not in (p.parent, p.absorber) for p in search.pairs)
+        assert [p.q_cofire for p in search.pairs] == pytest.approx(
+            q_values_loop(search.pairs, W_dec_EM, cooc_ee, len(acts_TE), 5), rel=1e-9
+        )
+        assert all(p.expected_given_tokens is None for p in search.pairs)  # no token ids fed
+
+
+def q_values_loop(pairs, W_dec_EM, cooc_ee, tokens, min_firing):
+    """Every scored pair's Poisson p-value (the finder's gates), then for each reported pair
+    p · m / #(p' <= p), made monotone over the reported pairs."""
+    firing = cooc_ee.diagonal().tolist()
+    unit = torch.nn.functional.normalize(W_dec_EM.double(), dim=1)
+    p_all = []
+    for i in range(len(firing)):
+        for j in range(i + 1, len(firing)):
+            cos = float(unit[i] @ unit[j])
+            if min(firing[i], firing[j]) >= min_firing and cooc_ee[i, j] > 0 and cos > 0:
+                mean = torch.tensor([firing[i] * firing[j] / tokens], dtype=torch.float64)
+                p_all.append(float(poisson_sf(cooc_ee[i, j].reshape(1), mean)))
+    m = len(p_all)
+    q = [min(1.0, p.p_cofire_by_chance * m / sum(x <= p.p_cofire_by_chance for x in p_all))
+         for p in pairs]  # fmt: skip
+    return [min(q[k] for k in range(len(pairs))
+                if pairs[k].p_cofire_by_chance >= pair.p_cofire_by_chance)
+            for pair in pairs]  # fmt: skip
 
 
 def test_the_gates_keep_out_pairs_that_never_cofire_or_point_apart() -> None:
@@ -87,3 +112,20 @@ def test_bad_settings_are_refused_in_one_line(kwargs, message) -> None:
     W_dec_EM, acts_TE = random_case(0, e=12)
     with pytest.raises(UserError, match=message):
         find_partial_pairs(W_dec_EM, cooccurrence_loop(acts_TE), tokens_counted=400, **kwargs)
+
+
+def test_token_conditioned_evidence_when_the_counts_kept_token_ids() -> None:
+    from tests.absorption.test_token_firing import case, token_expectation_loop
+
+    acts_TE, ids_T = case(5, e=10)
+    counter = DenseCooccurrence(10, "cpu")
+    counter.update(acts_TE, contexts=1, token_ids_T=ids_T)
+    W_dec_EM = torch.randn(10, 4, generator=torch.Generator().manual_seed(0)).abs()  # all alike
+    search = find_partial_pairs(W_dec_EM, counter, min_firing=1, max_pairs=10)
+    assert search.pairs
+    for pair in search.pairs:
+        expected = token_expectation_loop(acts_TE, ids_T, pair.parent, pair.absorber)
+        assert pair.expected_given_tokens == pytest.approx(expected, rel=1e-12)
+        assert pair.p_fewer_given_tokens == pytest.approx(
+            float(poisson_cdf(torch.tensor([pair.cooccurrence]), torch.tensor([expected])))
+        )

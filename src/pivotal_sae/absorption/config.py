@@ -9,6 +9,7 @@ SAE) is checked by the jobs before anything is written.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -176,6 +177,13 @@ class PairSearchOptions:
     decoder_pairs: int = 200
     """Also list this many non-co-occurring pairs with the most alike decoder vectors (0: none)."""
 
+    partial_pairs: int = 200
+    """Also write this many pairs of the `partial` finder (alike decoders, partial co-firing;
+    graded in docs/absorption_finders.md) to partial_pairs.json / .csv (0: none)."""
+
+    partial_exponent: float = 0.5
+    """The `partial` finder's weight on the unshared firing: cos · (1 − C / max f) ** this."""
+
     ablator_sae_neuronpedia_id: str | None = None
     """Neuronpedia id for links and explanations, e.g. gemma-2-2b/20-gemmascope-mlp-65k
     (default: the SAE's own)."""
@@ -195,6 +203,9 @@ class PairSearchOptions:
             (self.min_ablations >= 1,
              f"--min-ablations must be at least 1 (got {self.min_ablations})"),
             (self.decoder_pairs >= 0, "--decoder-pairs must be >= 0"),
+            (self.partial_pairs >= 0, f"--partial-pairs must be >= 0 (got {self.partial_pairs})"),
+            (math.isfinite(self.partial_exponent) and self.partial_exponent >= 0,
+             f"--partial-exponent must be a finite number >= 0 (got {self.partial_exponent})"),
             (not self.just_these or min(self.just_these) >= 0,
              "--just-these must be latent ids >= 0"),
             (self.explanations is None or self.explanations.exists(),

@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING, Literal
 
 import torch
 
+from pivotal_sae.absorption.token_firing import PREFIX as TOKEN_PREFIX
+from pivotal_sae.absorption.token_firing import TokenFiring
 from pivotal_sae.errors import UserError
 
 if TYPE_CHECKING:
@@ -148,9 +150,20 @@ class _Counter:
         self.tokens_counted = 0
         self.contexts_processed = 0
         self.firing_counts_e = torch.zeros(d_sae, dtype=torch.int64, device=self.device)
+        self.token_firing = TokenFiring(d_sae, self.device)
+        """Firing per token id (`token_firing.py`), fed when updates pass `token_ids_T`."""
 
-    def update(self, acts_TE: torch.Tensor, contexts: int = 0) -> None:
-        """Count the tokens of `acts_TE` (only counted positions; active means > 0)."""
+    @property
+    def counts_tokens(self) -> bool:
+        """Whether every counted token also went into `token_firing` (files from before it
+        existed, and updates without token ids, leave it incomplete)."""
+        return int(self.token_firing.tokens_v.sum()) == self.tokens_counted > 0
+
+    def update(
+        self, acts_TE: torch.Tensor, contexts: int = 0, token_ids_T: torch.Tensor | None = None
+    ) -> None:
+        """Count the tokens of `acts_TE` (only counted positions; active means > 0), and with
+        `token_ids_T` (one id per token) the firing per token id."""
         if acts_TE.ndim != 2 or acts_TE.shape[1] != self.d_sae:
             raise ValueError(f"expected acts of shape (tokens, {self.d_sae}), got {acts_TE.shape}")
         self._before_tokens(acts_TE.shape[0])
@@ -158,17 +171,30 @@ class _Counter:
             active_TE = acts_TE > 0
             self.firing_counts_e += active_TE.sum(0)
             self._add_matmul(active_TE)
+            if token_ids_T is not None:
+                tokens_N, latents_N = active_TE.nonzero(as_tuple=True)
+                self.token_firing.add(latents_N, token_ids_T[tokens_N], token_ids_T)
         else:
-            self._add_entries(*active_entries(acts_TE))
+            entries = active_entries(acts_TE)
+            self._add_entries(*entries)
+            if token_ids_T is not None:
+                self.token_firing.add(entries[1], token_ids_T[entries[0]], token_ids_T)
         self.tokens_counted += acts_TE.shape[0]
         self.contexts_processed += contexts
 
     def update_sparse(
-        self, values_TK: torch.Tensor, indices_TK: torch.Tensor, contexts: int = 0
+        self,
+        values_TK: torch.Tensor,
+        indices_TK: torch.Tensor,
+        contexts: int = 0,
+        token_ids_T: torch.Tensor | None = None,
     ) -> None:
         """`update` from a top-k SAE's (values, indices); entries with value <= 0 are inactive."""
         self._before_tokens(values_TK.shape[0])
-        self._add_entries(*active_entries_sparse(values_TK, indices_TK, self.d_sae))
+        entries = active_entries_sparse(values_TK, indices_TK, self.d_sae)
+        self._add_entries(*entries)
+        if token_ids_T is not None:
+            self.token_firing.add(entries[1], token_ids_T[entries[0]], token_ids_T)
         self.tokens_counted += values_TK.shape[0]
         self.contexts_processed += contexts
 
@@ -199,6 +225,14 @@ class _Counter:
     def _add_matmul(self, active_TE: torch.Tensor) -> None:
         raise NotImplementedError
 
+    def _token_state(self) -> dict[str, torch.Tensor]:
+        return self.token_firing.state_dict() if self.token_firing.tokens_v.numel() else {}
+
+    def _load_token_state(self, state: Mapping[str, torch.Tensor]) -> None:
+        self.token_firing = TokenFiring(self.d_sae, self.device)
+        if f"{TOKEN_PREFIX}keys" in state:  # files written before token firing have none
+            self.token_firing.load_state_dict(state)
+
     def _scalars(self) -> dict[str, torch.Tensor]:
         return {
             "d_sae": torch.tensor(self.d_sae, dtype=torch.int64),
@@ -215,8 +249,11 @@ class _Counter:
         self.tokens_counted = int(state["tokens_counted"])
         self.contexts_processed = int(state["contexts_processed"])
         self.firing_counts_e = state["firing_counts_e"].to(self.device, torch.int64).clone()
+        self._load_token_state(state)
 
-    def _reduce_scalars(self, group: ProcessGroup | None) -> tuple[int, int, bool]:
+    def _reduce_scalars(
+        self, group: ProcessGroup | None, keep_on_all_ranks: bool
+    ) -> tuple[int, int, bool]:
         import torch.distributed as dist
 
         totals = torch.tensor(
@@ -226,6 +263,7 @@ class _Counter:
         )
         dist.all_reduce(totals, group=group)
         dist.all_reduce(self.firing_counts_e, group=group)
+        self.token_firing.all_reduce_(group, keep=keep_on_all_ranks)
         return int(totals[0]), int(totals[1]), dist.get_rank(group) == 0
 
     def distinct_pairs(self) -> int:
@@ -336,6 +374,7 @@ class DenseCooccurrence(_Counter):
             **self._scalars(),
             "cooccurrences_ee_packed": self.packed_counts,
             "firing_counts_e": self.firing_counts_e,
+            **self._token_state(),
         }
 
     def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
@@ -355,7 +394,7 @@ class DenseCooccurrence(_Counter):
         ranks hold zeros (unless `keep_on_all_ranks`), so reducing again later stays exact."""
         import torch.distributed as dist
 
-        tokens, contexts, is_first = self._reduce_scalars(group)
+        tokens, contexts, is_first = self._reduce_scalars(group, keep_on_all_ranks)
         if tokens > INT32_MAX:
             self.packed_counts = self.packed_counts.to(torch.int64)
         dist.all_reduce(self.packed_counts, group=group)
@@ -469,6 +508,7 @@ class SparseCooccurrence(_Counter):
             "cooccurrences_ee_keys": self.keys,
             "cooccurrences_ee_counts": self.counts,
             "firing_counts_e": self.firing_counts_e,
+            **self._token_state(),
         }
 
     def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
@@ -491,7 +531,7 @@ class SparseCooccurrence(_Counter):
         import torch.distributed as dist
 
         self.flush()
-        tokens, contexts, is_first = self._reduce_scalars(group)
+        tokens, contexts, is_first = self._reduce_scalars(group, keep_on_all_ranks)
         comm_device = self.firing_counts_e.device
         world = dist.get_world_size(group)
         size = torch.tensor([self.keys.numel()], dtype=torch.int64, device=comm_device)

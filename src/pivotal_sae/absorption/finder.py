@@ -20,9 +20,17 @@ The pair is oriented parent = the more frequent latent (the broader one), absorb
 
 Evidence per pair: the decoder cosine, the co-occurrence count, the firing counts, the parent's
 firing rate on the absorber's tokens P(parent | absorber) with a 95 % Wilson interval, the count
-expected if the two fired independently, the Poisson probability of co-firing at least that
-often under independence, and that probability Bonferroni-adjusted over every pair scored (an
-upper bound on its Benjamini–Hochberg q-value).
+expected if the two fired independently and the Poisson probability of co-firing at least that
+often under independence with its Benjamini–Hochberg q-value over every pair scored; and, where
+the counts kept firing per token id (`token_firing.py`), the count expected if the two fired
+independently *within each token id*, with the Poisson probability of co-firing at most as
+often as observed under that null (small: on the tokens they share, one takes the other's
+place).
+
+q-values: a second pass over the tiles counts, for each reported pair's p-value p, the scored
+pairs with a p-value <= p (R(p)); q = min(1, p · m / R(p)) over m pairs scored, made monotone
+over the reported pairs. That is an upper bound on the exact BH q-value (which also minimises
+over unreported pairs), so the q-values are conservative.
 
 The scan walks the cosine matrix in tiles (`pairs.scan_pairs`): one matrix product and one
 gather of counts per tile, a running top list; the tests check it against a loop over pairs.
@@ -37,7 +45,13 @@ from typing import NamedTuple
 import torch
 
 from pivotal_sae.absorption.cooccurrence import CooccurrenceCounts, expected_cooccurrence
-from pivotal_sae.absorption.pairs import DEFAULT_BLOCK, _tf32, as_cooccurrence_source, scan_pairs
+from pivotal_sae.absorption.pairs import (
+    DEFAULT_BLOCK,
+    _tf32,
+    as_cooccurrence_source,
+    poisson_cdf,
+    scan_pairs,
+)
 from pivotal_sae.errors import UserError
 
 #: Chosen on the tuning data named in the module docstring; `--partial-exponent` changes it.
@@ -65,10 +79,16 @@ class AbsorptionCandidate(NamedTuple):
     """f_parent · f_absorber / N: the count if the two fired independently."""
     p_cofire_by_chance: float
     """Poisson P(count >= observed | independence): small means the two are related."""
-    p_cofire_adjusted: float
-    """`p_cofire_by_chance` times the number of pairs scored, capped at 1 (Bonferroni)."""
+    q_cofire: float
+    """Benjamini–Hochberg q-value of `p_cofire_by_chance` over every pair scored (an upper
+    bound: see the module docstring)."""
+    expected_given_tokens: float | None
+    """Σ_v f_parent(v) f_absorber(v) / n(v): the count if the two fired independently within
+    each token id (None where the counts kept no firing per token)."""
+    p_fewer_given_tokens: float | None
+    """Poisson P(count <= observed | expected_given_tokens)."""
 
-    def as_dict(self) -> dict[str, float | int]:
+    def as_dict(self) -> dict[str, float | int | None]:
         return self._asdict()
 
 
@@ -150,7 +170,9 @@ def find_partial_pairs(
         return (b > a) & (score > -math.inf)
 
     best, n_scored = scan_pairs(alive_l, alive_l, score_tile, keep_tile, max_pairs, block, True)
-    pairs = _candidates(best, source, W_dec_EM.to(device), n_scored)
+    p_chance = _p_cofire(source, best[1], best[2])
+    at_most = _count_at_most(p_chance, source, unit_lM, alive_l, firing_e, block)
+    pairs = _candidates(best, source, W_dec_EM.to(device), n_scored, p_chance, at_most)
     settings: dict[str, object] = {
         "method": "partial",
         "exponent": exponent,
@@ -160,11 +182,62 @@ def find_partial_pairs(
     return CandidateSearch(pairs, n_scored, int(alive_l.numel()), settings)
 
 
+def _p_cofire(source: CooccurrenceCounts, i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
+    cooc = source.lookup(i, j).to(i.device)
+    expected = expected_cooccurrence(source.firing_counts_e, source.tokens_counted, i, j)
+    return poisson_sf(cooc, expected.to(i.device))
+
+
+def _count_at_most(
+    p_R: torch.Tensor,
+    source: CooccurrenceCounts,
+    unit_lM: torch.Tensor,
+    alive_l: torch.Tensor,
+    firing_e: torch.Tensor,
+    block: int,
+) -> torch.Tensor:
+    """For each p in `p_R`: how many scored pairs (the gates of the scan) have a co-firing
+    p-value <= p. One more pass over the tiles; only gated pairs get a p-value computed."""
+    thresholds, order = torch.sort(p_R.double())
+    counts = torch.zeros(p_R.numel() + 1, dtype=torch.int64, device=p_R.device)
+    if p_R.numel() == 0:
+        return counts[:0]
+    n = alive_l.numel()
+    for r0 in range(0, n, block):
+        for c0 in range(r0, n, block):
+            with _tf32(False):
+                cos = unit_lM[r0 : r0 + block] @ unit_lM[c0 : c0 + block].T
+            a = alive_l[r0 : r0 + block][:, None].expand_as(cos)
+            b = alive_l[c0 : c0 + block][None, :].expand_as(cos)
+            cooc = source.lookup(a, b).to(cos.device)
+            gated = (b > a) & (cooc > 0) & (cos > 0)
+            ga, gb, gc = a[gated], b[gated], cooc[gated]
+            expected = firing_e[ga].double() * firing_e[gb].double() / source.tokens_counted
+            p = poisson_sf(gc, expected)
+            # slot k: p-values in (thresholds[k-1], thresholds[k]]; the last, above them all
+            slot = torch.searchsorted(thresholds.to(p.device), p)
+            counts += torch.bincount(slot, minlength=counts.numel()).to(counts.device)
+    at_most_sorted = torch.cumsum(counts[:-1], 0)
+    at_most = torch.empty_like(at_most_sorted)
+    at_most[order] = at_most_sorted
+    return at_most
+
+
+def _q_values(p_R: torch.Tensor, at_most_R: torch.Tensor, m: int) -> torch.Tensor:
+    q = (p_R.double() * m / at_most_R.double().clamp(min=1)).clamp(max=1)
+    # monotone: a pair's q is at most that of any reported pair with a larger p-value
+    order = torch.sort(p_R.double(), descending=True, stable=True).indices
+    q[order] = torch.cummin(q[order], 0).values
+    return q
+
+
 def _candidates(
     best: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
     source: CooccurrenceCounts,
     W_dec_EM: torch.Tensor,
     n_scored: int,
+    p_chance: torch.Tensor,
+    at_most: torch.Tensor,
 ) -> list[AbsorptionCandidate]:
     score, i, j = best
     if i.numel() == 0:
@@ -177,9 +250,15 @@ def _candidates(
     low, high = wilson_interval(cooc, f_a)
     expected = expected_cooccurrence(
         source.firing_counts_e, source.tokens_counted, parent, absorber
-    )
-    expected = expected.to(i.device)
-    p_chance = poisson_sf(cooc, expected)
+    ).to(i.device)
+    q = _q_values(p_chance, at_most, n_scored)
+    given_tokens: list[float | None] = [None] * i.numel()
+    p_fewer: list[float | None] = [None] * i.numel()
+    token_firing = getattr(source, "token_firing", None)
+    if token_firing is not None and getattr(source, "counts_tokens", False):
+        tok = token_firing.expected_cooccurrence(parent.cpu(), absorber.cpu()).to(i.device)
+        given_tokens = tok.tolist()
+        p_fewer = poisson_cdf(cooc, tok).tolist()
     unit = torch.nn.functional.normalize(W_dec_EM.float(), dim=1)
     cos = (unit[parent] * unit[absorber]).sum(-1).double()
     columns = [
@@ -195,6 +274,8 @@ def _candidates(
         high.tolist(),
         expected.double().tolist(),
         p_chance.tolist(),
-        (p_chance * max(n_scored, 1)).clamp(max=1).tolist(),
+        q.tolist(),
+        given_tokens,
+        p_fewer,
     ]
     return [AbsorptionCandidate._make(row) for row in zip(*columns, strict=True)]

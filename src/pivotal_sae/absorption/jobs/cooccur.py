@@ -91,12 +91,15 @@ def count_batch(
     if sparse is None:
         acts_BSE = models.ablator.encode(hidden_BSM)
         on_device = batch.to(acts_BSE.device)
-        counter.update(acts_BSE[on_device.count_mask_BS], contexts=len(batch))
+        mask_BS = on_device.count_mask_BS
+        counter.update(acts_BSE[mask_BS], contexts=len(batch),
+                       token_ids_T=on_device.input_ids_BS[mask_BS])  # fmt: skip
     else:  # count from the kept latents; nothing (tokens × latents) is built for the counts
         values_BSK, indices_BSK = sparse
         on_device = batch.to(values_BSK.device)
         mask_BS = on_device.count_mask_BS
-        counter.update_sparse(values_BSK[mask_BS], indices_BSK[mask_BS], contexts=len(batch))
+        counter.update_sparse(values_BSK[mask_BS], indices_BSK[mask_BS], contexts=len(batch),
+                              token_ids_T=on_device.input_ids_BS[mask_BS])  # fmt: skip
         if examples is None:
             return
         acts_BSE = values_BSK.new_zeros(*values_BSK.shape[:-1], models.ablator.d_sae)

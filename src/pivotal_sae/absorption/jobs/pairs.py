@@ -22,6 +22,7 @@ from pivotal_sae.absorption.config import PairJobConfig, PairsConfig
 from pivotal_sae.absorption.cooccurrence import DenseCooccurrence, SparseCooccurrence
 from pivotal_sae.absorption.examples import TopExamples
 from pivotal_sae.absorption.explanations import Explanations
+from pivotal_sae.absorption.finder import AbsorptionCandidate, CandidateSearch, find_partial_pairs
 from pivotal_sae.absorption.jobs import setup
 from pivotal_sae.absorption.pairs import PairSearch, find_decoder_pairs, find_effect_pairs
 from pivotal_sae.errors import UserError
@@ -197,6 +198,13 @@ def pairs_stage(
             W_dec_EM, counter, top_n=config.decoder_pairs,
             cooccurrence_threshold=config.cooccurrence_threshold, device=device,
         )  # fmt: skip
+    partial = None
+    if W_dec_EM is not None and config.partial_pairs:
+        partial = find_partial_pairs(
+            W_dec_EM, counter, exponent=config.partial_exponent,
+            max_pairs=config.partial_pairs, device=device,
+        )  # fmt: skip
+        write_partial_pairs(out, partial)
     search_s = time.perf_counter() - started
     ablator = effects_meta.get("ablator_sae") or {}
     neuronpedia_id = config.ablator_sae_neuronpedia_id or ablator.get("neuronpedia_id")
@@ -219,12 +227,49 @@ def pairs_stage(
         "pairs_matching": search.n_matching,
         "latents_compared": search.n_rows,
         "decoder_pairs": len(decoder.pairs) if decoder else 0,
+        "partial_pairs": len(partial.pairs) if partial else 0,
+        "partial_top_pairs": [
+            {"parent": p.parent, "absorber": p.absorber, "score": round(p.score, 4),
+             "decoder_cosine": round(p.decoder_cosine, 4), "cooccurrence": p.cooccurrence,
+             "p_parent_given_absorber": round(p.p_parent_given_absorber, 4)}
+            for p in (partial.pairs[:10] if partial else [])
+        ],
         "explanations": len(explanations),
         "search_seconds": round(search_s, 2),
         "top_pairs": top,
         **search.settings,
     })  # fmt: skip
     return search
+
+
+PARTIAL_NOTE = (
+    "Pairs of the `partial` finder: alike decoder directions, co-firing on part of the more "
+    "frequent latent's tokens. Graded against ground truth in docs/absorption_finders.md; a "
+    "pair here is a candidate, not a verified absorption."
+)
+
+
+def write_partial_pairs(out: Path, search: CandidateSearch) -> None:
+    """partial_pairs.json (settings, counts, pairs with their evidence) and partial_pairs.csv."""
+    import csv
+    import io
+    import json
+
+    from pivotal_sae.runs import atomic_write_text
+
+    document = {
+        "note": PARTIAL_NOTE,
+        "settings": search.settings,
+        "latents_alive": search.n_latents,
+        "pairs_scored": search.n_scored,
+        "pairs": [p.as_dict() for p in search.pairs],
+    }
+    atomic_write_text(out / "partial_pairs.json", json.dumps(document, indent=1))
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(AbsorptionCandidate._fields)
+    writer.writerows(search.pairs)
+    atomic_write_text(out / "partial_pairs.csv", buffer.getvalue())
 
 
 def _inputs(config: PairsConfig) -> tuple[Path, Path, Path | None]:
