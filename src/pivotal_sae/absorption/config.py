@@ -149,6 +149,12 @@ class AblationOptions:
 
 @dataclass
 class PairSearchOptions:
+    method: Literal["partial", "original"] = "partial"
+    """How pairs are found. partial: alike decoders that co-fire on part of their tokens,
+    graded against three ground truths (docs/absorption_finders.md), listed first with their
+    evidence; the original's list follows. original: the seed scripts' search alone (never
+    co-occur, alike ablation effects), which finds no true pair on any ground truth."""
+
     cooccurrence_threshold: int = 0
     """Report only pairs that fire together on at most this many tokens."""
 
@@ -178,8 +184,7 @@ class PairSearchOptions:
     """Also list this many non-co-occurring pairs with the most alike decoder vectors (0: none)."""
 
     partial_pairs: int = 200
-    """Also write this many pairs of the `partial` finder (alike decoders, partial co-firing;
-    graded in docs/absorption_finders.md) to partial_pairs.json / .csv (0: none)."""
+    """Pairs of the partial method kept in partial_pairs.json / .csv (best first)."""
 
     partial_exponent: float = 0.5
     """The `partial` finder's weight on the unshared firing: cos · (1 − C / max f) ** this."""
@@ -203,7 +208,8 @@ class PairSearchOptions:
             (self.min_ablations >= 1,
              f"--min-ablations must be at least 1 (got {self.min_ablations})"),
             (self.decoder_pairs >= 0, "--decoder-pairs must be >= 0"),
-            (self.partial_pairs >= 0, f"--partial-pairs must be >= 0 (got {self.partial_pairs})"),
+            (self.partial_pairs >= 1,
+             f"--partial-pairs must be at least 1 (got {self.partial_pairs})"),
             (math.isfinite(self.partial_exponent) and self.partial_exponent >= 0,
              f"--partial-exponent must be a finite number >= 0 (got {self.partial_exponent})"),
             (not self.just_these or min(self.just_these) >= 0,

@@ -62,7 +62,7 @@ def _absorb(config: AbsorbConfig, run_dir: Path, resuming: bool) -> Path:
     if not distributed.is_main():
         return run_dir
     setup.say("searching pairs and writing the report")
-    search = pairs_stage(
+    found = pairs_stage(
         config, run_dir, effects, counter, effects_meta=effects_meta,
         cooc_meta=state.file_metadata(), examples=state.examples,
         W_dec_EM=models.ablator.W_dec.detach(), token_text=tokenizer_text(models.lm.tokenizer),
@@ -71,8 +71,7 @@ def _absorb(config: AbsorbConfig, run_dir: Path, resuming: bool) -> Path:
     wall = {"wall_seconds": round(time.perf_counter() - started, 2), "resumed": resuming}
     summary = setup.update_summary(run_dir, "absorb", wall)
     setup.say(
-        f"{plural(len(search.pairs), 'pair')} (of {search.n_matching:,} matching) from "
-        f"{plural(summary['ablate']['latents_ablated'], 'ablated latent')}; report in "
-        f"{run_dir / 'report.html'}"
+        f"{found.headline()}; {plural(summary['ablate']['latents_ablated'], 'latent')} "
+        f"ablated; report in {run_dir / 'report.html'}"
     )
     return run_dir

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -178,7 +179,7 @@ def pairs_stage(
     token_text: Callable[[Sequence[int]], list[str]] | None,
     device: torch.device,
     explanations: Explanations | None = None,
-) -> PairSearch:
+) -> PairsFound:
     """Search the pairs and write the report into `out` (`explanations`: read beforehand)."""
     from pivotal_sae.absorption.explanations import load_explanations
     from pivotal_sae.absorption.report import write_report
@@ -199,7 +200,7 @@ def pairs_stage(
             cooccurrence_threshold=config.cooccurrence_threshold, device=device,
         )  # fmt: skip
     partial = None
-    if W_dec_EM is not None and config.partial_pairs:
+    if W_dec_EM is not None and config.method == "partial":
         partial = find_partial_pairs(
             W_dec_EM, counter, exponent=config.partial_exponent,
             max_pairs=config.partial_pairs, device=device,
@@ -216,30 +217,52 @@ def pairs_stage(
         neuronpedia_id=neuronpedia_id, token_text=token_text, summary=summary,
         no_log_scale=config.no_log_scale,
     )  # fmt: skip
-    top = [
+    original_top = [
         {"latent_a": p.latent_a, "latent_b": p.latent_b, "cosine": round(p.cosine, 4),
          "cooccurrence": p.cooccurrence, "expected": round(p.expected_cooccurrence, 2)}
         for p in search.pairs[:10]
     ]  # fmt: skip
+    partial_top = [
+        {"parent": p.parent, "absorber": p.absorber, "score": round(p.score, 4),
+         "decoder_cosine": round(p.decoder_cosine, 4), "cooccurrence": p.cooccurrence,
+         "p_parent_given_absorber": round(p.p_parent_given_absorber, 4),
+         "expected_given_tokens": None if p.expected_given_tokens is None
+         else round(p.expected_given_tokens, 2), "q_cofire": p.q_cofire}
+        for p in (partial.pairs[:10] if partial else [])
+    ]  # fmt: skip
     setup.update_summary(out, STAGE, {
         **summary,
+        "method": config.method,
         "pairs_reported": len(search.pairs),
         "pairs_matching": search.n_matching,
         "latents_compared": search.n_rows,
         "decoder_pairs": len(decoder.pairs) if decoder else 0,
         "partial_pairs": len(partial.pairs) if partial else 0,
-        "partial_top_pairs": [
-            {"parent": p.parent, "absorber": p.absorber, "score": round(p.score, 4),
-             "decoder_cosine": round(p.decoder_cosine, 4), "cooccurrence": p.cooccurrence,
-             "p_parent_given_absorber": round(p.p_parent_given_absorber, 4)}
-            for p in (partial.pairs[:10] if partial else [])
-        ],
+        "partial_pairs_scored": partial.n_scored if partial else 0,
         "explanations": len(explanations),
         "search_seconds": round(search_s, 2),
-        "top_pairs": top,
+        "top_pairs": partial_top if partial else original_top,
+        **({"original_top_pairs": original_top} if partial else {}),
         **search.settings,
+        **({"partial_settings": partial.settings} if partial else {}),
     })  # fmt: skip
-    return search
+    return PairsFound(search, partial)
+
+
+@dataclass
+class PairsFound:
+    """What a pairs stage found: the original's search, and the partial method's (or None)."""
+
+    original: PairSearch
+    partial: CandidateSearch | None
+
+    def headline(self) -> str:
+        """The closing line's count of pairs."""
+        if self.partial is not None:
+            return (f"{plural(len(self.partial.pairs), 'candidate pair')} (partial method, of "
+                    f"{self.partial.n_scored:,} scored)")  # fmt: skip
+        return (f"{plural(len(self.original.pairs), 'pair')} (original method, of "
+                f"{self.original.n_matching:,} matching)")  # fmt: skip
 
 
 PARTIAL_NOTE = (
@@ -382,18 +405,21 @@ def run_pairs(config: PairsConfig) -> Path:
     explanations = explanations_given(
         config, (effects_meta.get("ablator_sae") or {}).get("neuronpedia_id")
     )
+    W_dec_EM = _decoder(effects_meta.get("ablator_sae") or {}, device)
+    if W_dec_EM is None and config.method == "partial":
+        raise UserError(
+            "the partial method needs the ablator SAE's decoder, and the SAE these results name "
+            "cannot be loaded here; make it available or pass --method original"
+        )
     if not (out / "manifest.json").exists():
         prepare_new_run_dir(out, resumable=False)
         write_manifest(out, "pairs", {k: str(v) if isinstance(v, Path) else v
                                       for k, v in vars(config).items()})  # fmt: skip
-    search = pairs_stage(
+    found = pairs_stage(
         config, out, effects, counter, effects_meta=effects_meta, cooc_meta=cooc_meta,
-        examples=examples, W_dec_EM=_decoder(effects_meta.get("ablator_sae") or {}, device),
+        examples=examples, W_dec_EM=W_dec_EM,
         token_text=token_text_for(effects_meta.get("model")), device=device,
         explanations=explanations,
     )  # fmt: skip
-    setup.say(
-        f"{plural(len(search.pairs), 'pair')} (of {search.n_matching:,} matching) in "
-        f"{out}/report.html"
-    )
+    setup.say(f"{found.headline()}; report in {out}/report.html")
     return out
