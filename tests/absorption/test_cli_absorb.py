@@ -103,7 +103,9 @@ def test_absorb_end_to_end_and_the_separate_commands_agree(tmp_path, tiny, capsy
     stages = [line.split(":")[1].strip() for line in capsys.readouterr().err.splitlines()]
     loaded = f"model and SAEs loaded and checked; writing {run}"
     assert stages == [loaded, "co-occurrence", "co-occurrence", "ablation", "ablation",
+                      "category score of the ablator SAE",
                       "searching pairs and writing the report", stages[-1]]  # fmt: skip
+    assert stages[-1].startswith("200 candidate pairs (partial method, of ")
     for name in ("manifest.json", "cooccurrences.safetensors", "top_examples.safetensors",
                  "effects.safetensors", "pairs.json", "pairs.csv", "histogram.png",
                  "report.html", "summary.json"):  # fmt: skip
@@ -130,8 +132,11 @@ def test_absorb_end_to_end_and_the_separate_commands_agree(tmp_path, tiny, capsy
 
     partial = json.loads((run / "partial_pairs.json").read_text())
     W_dec_EM = read_sae_dir(tiny["ablator"]).W_dec.detach()
-    again = find_partial_pairs(W_dec_EM, cooc, tokens_counted=results.tokens_counted,
-                               max_pairs=200)  # fmt: skip
+    from pivotal_sae.absorption.results import load_cooccurrence_counter
+
+    counter = load_cooccurrence_counter(run / "cooccurrences.safetensors")
+    assert counter.counts_tokens  # the token-conditioned null is available
+    again = find_partial_pairs(W_dec_EM, counter, max_pairs=200)
     assert partial["pairs"] == [p.as_dict() for p in again.pairs]
     assert "not a verified absorption" in partial["note"]
     for pair in partial["pairs"]:
@@ -139,6 +144,13 @@ def test_absorb_end_to_end_and_the_separate_commands_agree(tmp_path, tiny, capsy
         assert pair["cooccurrence"] == int(cooc[a, b]) > 0
         assert pair["firing_parent"] >= pair["firing_absorber"] == int(cooc[b, b])
     assert summary["pairs"]["partial_pairs"] == len(partial["pairs"])
+    assert summary["pairs"]["method"] == "partial"
+    assert summary["pairs"]["top_pairs"][0]["parent"] == partial["pairs"][0]["parent"]
+    # the category score of the ablator ran, and graded both lists against its pairs
+    scores = json.loads((run / "absorption_score" / "scores.json").read_text())
+    grade = summary["pairs"]["category_grade"]
+    assert grade["score_means"] == [r["means"] for r in scores["runs"]]
+    assert set(grade) >= {"category_pairs", "original", "partial"}
 
     # The same search as three commands: cooccur → ablate --cooccurrence-path → pairs.
     counted, ablated = tmp_path / "counted", tmp_path / "ablated"
@@ -173,7 +185,12 @@ def test_pairs_on_a_run_writes_a_new_run_and_leaves_the_input_alone(tmp_path, mo
                  {"ablator_sae": sae})  # fmt: skip
     before = snapshot(run)
     monkeypatch.chdir(tmp_path)
-    assert main(["pairs", "--input-path", str(run), "--device", "cpu"]) == 0
+    # The partial method needs the SAE's decoder, which these results name but cannot load.
+    assert main(["pairs", "--input-path", str(run), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "pass --method original" in err
+    assert not (tmp_path / "runs").exists()
+    assert main(["pairs", "--input-path", str(run), "--device", "cpu", "--method", "original"]) == 0
     assert snapshot(run) == before
     (made,) = (tmp_path / "runs").iterdir()
     assert made.name.endswith("-pairs") and (made / "pairs.json").is_file()

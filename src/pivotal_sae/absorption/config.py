@@ -298,6 +298,11 @@ class AbsorbConfig(RunOptions, PairSearchOptions, AblationOptions, CooccurrenceO
     cooccurrence_prompts: int = 4096
     """Contexts to count co-occurrences and top examples on (the first ones of the corpus)."""
 
+    no_absorption_score: bool = field(default=False,
+                                      metadata={"flag": "--no-absorption-score"})  # fmt: skip
+    """Skip the category score of the ablator SAE (absorption-score's defaults, a few minutes on
+    MiniLM), which also grades the run's candidate pairs."""
+
     def __post_init__(self) -> None:
         check_common(self)
         self.check_reader_options()

@@ -61,12 +61,19 @@ def _absorb(config: AbsorbConfig, run_dir: Path, resuming: bool) -> Path:
     )
     if not distributed.is_main():
         return run_dir
+    graded_by = None
+    if not config.no_absorption_score:
+        from pivotal_sae.absorption.jobs.score import category_pairs, score_stage
+
+        setup.say("category score of the ablator SAE")
+        scores = score_stage(models.lm, models.ablator, models.ablator_hook, run_dir)
+        graded_by = category_pairs(scores), scores
     setup.say("searching pairs and writing the report")
     found = pairs_stage(
         config, run_dir, effects, counter, effects_meta=effects_meta,
         cooc_meta=state.file_metadata(), examples=state.examples,
         W_dec_EM=models.ablator.W_dec.detach(), token_text=tokenizer_text(models.lm.tokenizer),
-        device=models.lm.device, explanations=explanations,
+        device=models.lm.device, explanations=explanations, graded_by=graded_by,
     )  # fmt: skip
     wall = {"wall_seconds": round(time.perf_counter() - started, 2), "resumed": resuming}
     summary = setup.update_summary(run_dir, "absorb", wall)

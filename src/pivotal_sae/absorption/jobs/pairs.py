@@ -179,6 +179,7 @@ def pairs_stage(
     token_text: Callable[[Sequence[int]], list[str]] | None,
     device: torch.device,
     explanations: Explanations | None = None,
+    graded_by: tuple[set[frozenset[int]], dict[str, Any]] | None = None,
 ) -> PairsFound:
     """Search the pairs and write the report into `out` (`explanations`: read beforehand)."""
     from pivotal_sae.absorption.explanations import load_explanations
@@ -207,6 +208,9 @@ def pairs_stage(
         )  # fmt: skip
         write_partial_pairs(out, partial)
     search_s = time.perf_counter() - started
+    grade = None
+    if graded_by is not None:
+        grade = category_grade(graded_by[0], graded_by[1], search, partial)
     ablator = effects_meta.get("ablator_sae") or {}
     neuronpedia_id = config.ablator_sae_neuronpedia_id or ablator.get("neuronpedia_id")
     if explanations is None:
@@ -242,11 +246,43 @@ def pairs_stage(
         "explanations": len(explanations),
         "search_seconds": round(search_s, 2),
         "top_pairs": partial_top if partial else original_top,
+        **({"category_grade": grade} if grade is not None else {}),
         **({"original_top_pairs": original_top} if partial else {}),
         **search.settings,
         **({"partial_settings": partial.settings} if partial else {}),
     })  # fmt: skip
     return PairsFound(search, partial)
+
+
+def category_grade(
+    truth: set[frozenset[int]],
+    scores: dict[str, Any],
+    original: PairSearch,
+    partial: CandidateSearch | None,
+) -> dict[str, Any]:
+    """How the run's lists fare against the category score of the same SAE: precision at 20,
+    recall at 100, and the candidates it confirms."""
+
+    def rates(ranked: list[frozenset[int]]) -> dict[str, Any]:
+        hits = [pair in truth for pair in ranked]
+        return {
+            "precision_at_20": sum(hits[:20]) / 20,
+            "recall_at_100": sum(hits[:100]) / len(truth) if truth else None,
+            "found_in_list": sum(hits),
+            "listed": len(ranked),
+        }
+
+    means = [run["means"] for run in scores["runs"]]
+    grade: dict[str, Any] = {
+        "category_pairs": len(truth),
+        "score_means": means,
+        "original": rates([frozenset((p.latent_a, p.latent_b)) for p in original.pairs]),
+    }
+    if partial is not None:
+        ranked = [frozenset((p.parent, p.absorber)) for p in partial.pairs]
+        grade["partial"] = rates(ranked)
+        grade["partial_confirmed_ranks"] = [r for r, pair in enumerate(ranked, 1) if pair in truth]
+    return grade
 
 
 @dataclass

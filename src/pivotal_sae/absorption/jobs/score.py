@@ -135,3 +135,56 @@ def score_task(task: Task, acts_NM: torch.Tensor, sae: Sae, hook: str,
         "records": absorption_records(categories),
         "wall_time_s": round(time.perf_counter() - t0, 1),
     }
+
+
+SCORE_DIR = "absorption_score"
+
+
+def score_stage(lm: LanguageModel, sae: Sae, hook: str, run_dir: Path) -> dict[str, Any]:
+    """The category score of one SAE inside another job's run (absorb): the default categories
+    and settings of `absorption-score`, written to RUN/absorption_score/. A folder with its
+    summary is a finished stage (a resumed run keeps it); an unfinished one is redone."""
+    import json
+
+    from pivotal_sae.absorption.score_report import REPORT, SCORES
+
+    folder = run_dir / SCORE_DIR
+    if (folder / REPORT).is_file():  # written last
+        return json.loads((folder / SCORES).read_text())
+    started = time.perf_counter()
+    config = AbsorptionScoreConfig()
+    causal = is_causal(lm.config)
+    tasks = [
+        t
+        for t in (
+            semantic_task(config, lm.tokenizer, causal, []),
+            first_letter_task(config, lm.tokenizer, causal),
+        )
+        if t is not None and t.categories
+    ]
+    settings = settings_of(config)
+    results = []
+    for task in tasks:
+        acts = member_activations(lm, task.members, [hook], config.batch_size)
+        results.append(score_task(task, acts[hook], sae, hook, settings))
+    summary = {
+        "model": lm.name,
+        "causal": causal,
+        "settings": asdict(settings),
+        "wall_time_s": round(time.perf_counter() - started, 1),
+        "runs": results,
+    }
+    folder.mkdir(exist_ok=True)
+    write_score_outputs(folder, summary)
+    return summary
+
+
+def category_pairs(summary: dict[str, Any]) -> set[frozenset[int]]:
+    """The (main latent, absorbing latent) pairs a category score found, unordered."""
+    return {
+        frozenset((main, record["absorbing_latent"]))
+        for run in summary["runs"]
+        for record in run["records"]
+        for main in record["main_latents"]
+        if main != record["absorbing_latent"]
+    }
