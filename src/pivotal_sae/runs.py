@@ -301,11 +301,30 @@ def resolve_device(name: str) -> torch.device:
     raise UserError(f"unknown --device {name!r}; choose auto, cpu or cuda")
 
 
+def available_memory_bytes(meminfo: Path = Path("/proc/meminfo")) -> int | None:
+    """Memory this machine can give a new job now without swapping (`MemAvailable`: free
+    memory plus caches the kernel can drop), or None where the kernel does not say."""
+    try:
+        with open(meminfo) as lines:
+            for line in lines:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def memory_bytes(device: torch.device | str = "cpu") -> int:
-    """Memory of `device`: the GPU's total, else this machine's physical memory."""
+    """Memory a job on `device` can use now: the GPU's free memory, else this machine's
+    available memory (its physical memory where that is unknown). Other processes' memory
+    counts against it: a job that fits only in memory that is taken would fail or swap."""
     device = torch.device(device)
     if device.type == "cuda" and torch.cuda.is_available():
-        return torch.cuda.get_device_properties(device).total_memory
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free)
+    available = available_memory_bytes()
+    if available is not None:
+        return available
     try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):
@@ -318,5 +337,5 @@ def check_fits(needed_bytes: float, what: str, device: torch.device | str = "cpu
     if needed_bytes > available:
         raise UserError(
             f"{what} needs about {needed_bytes / 2**30:,.1f} GiB but {torch.device(device).type} "
-            f"memory here is {available / 2**30:,.1f} GiB; make it smaller"
+            f"memory available here is {available / 2**30:,.1f} GiB; make it smaller"
         )
