@@ -248,7 +248,8 @@ def train(config: TrainSaeConfig, out: Path, resuming: bool = False) -> dict[str
         return {}
     summary: dict[str, Any] = {
         "tokens": tokens,
-        "tokens_per_second": tokens / seconds,
+        # of this session: a resumed run reads the steps before its checkpoint but does not train
+        "tokens_per_second": (tokens - done_steps * config.batch_size) / seconds,
         "wall_seconds": seconds,
         "eval_tokens": len(eval_acts[hooks[0]]),
         **distributed.summary_entry(),
