@@ -45,3 +45,17 @@ def test_memory_checks_use_available_memory_not_total(tmp_path, monkeypatch):
     runs.check_fits(2**29, "half a GiB")
     with pytest.raises(UserError, match=r"memory available here is 1\.0 GiB"):
         runs.check_fits(2**31, "two GiB")  # less than this machine has, more than is free
+
+
+def test_a_run_killed_while_writing_its_manifest_can_start_again(tmp_path):
+    """A SIGKILL during the manifest's write leaves only its temporary file: `--resume` finds no
+    manifest, so `--out` must accept the folder again (else the run is a dead end)."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / ".manifest.json.k2j4.tmp").write_text('{"job": ')
+    runs.check_new_run_dir(run)
+    runs.prepare_new_run_dir(run)
+    assert list(run.iterdir()) == []
+    (run / "mine.txt").write_text("the user's")
+    with pytest.raises(UserError, match="already holds files"):
+        runs.check_new_run_dir(run)

@@ -213,7 +213,8 @@ def check_new_run_dir(run_dir: Path, *, flag: str = "--out", resumable: bool = T
     if run_dir.exists() or run_dir.is_symlink():
         if not run_dir.is_dir():
             raise UserError(f"{flag} {run_dir} exists and is not a directory")
-        if any(run_dir.iterdir()):
+        # Only temporary files of a run killed while writing its manifest: not a run yet.
+        if any(not is_partial_write(entry) for entry in run_dir.iterdir()):
             raise UserError(f"{flag} {run_dir} already holds files; {hint}")
         writable = run_dir
     else:
@@ -233,6 +234,7 @@ def prepare_new_run_dir(run_dir: Path, *, flag: str = "--out", resumable: bool =
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UserError(f"{flag} {run_dir} cannot be created ({exc.strerror or exc})") from None
+    remove_partial_writes(run_dir)
 
 
 class JsonlLog:
