@@ -9,6 +9,7 @@ killing just before each one, then resuming, visits every state a crash can leav
 from __future__ import annotations
 
 import os
+import random
 from collections.abc import Callable
 from pathlib import Path
 
@@ -52,10 +53,12 @@ def run_killed_at(monkeypatch: pytest.MonkeyPatch, kill_at: int, run: Callable[[
 
 
 def spread(n: int, how_many: int, last: int = 3) -> list[int]:
-    """`how_many` kill points out of `n`: evenly spread, always including the `last` final
-    replacements (the final writes) and the first."""
+    """`how_many` kill points out of `n`: evenly spread, always including the first and the
+    `last` final replacements (the final writes), plus one at random (a new one each run,
+    printed so that a failure can be replayed)."""
     points = {round(i * (n - 1) / max(how_many - 1, 1)) for i in range(how_many)}
-    points |= set(range(max(n - last, 0), n)) | {0}
+    points |= set(range(max(n - last, 0), n)) | {0, random.randrange(n)}
+    print(f"kill points {sorted(points)} of {n}")
     return sorted(points)
 
 
