@@ -71,6 +71,14 @@ def test_train_sae_killed_at_sampled_writes_resumes_to_the_same_result(
         else:
             assert main(["train-sae", "--resume", str(run)]) == 0, kill_at
         assert_same(run, straight, kill_at)
+    # Killed after the summary, before the checkpoints went: resuming only tidies up.
+    late = tmp_path / "killed-after-summary"
+    shutil.copytree(straight, late)
+    (late / "checkpoints" / "step-000000009").mkdir(parents=True)
+    (late / "checkpoints" / "latest.json").write_text('{"dir": "step-000000009", "step": 9}')
+    (late / ".summary.json.x1y2.tmp").write_text("{")
+    assert main(["train-sae", "--resume", str(late)]) == 0
+    assert_same(late, straight, "after the summary")
 
 
 # The CLI, pausing 0.2 s after each checkpoint so that a busy machine cannot hide the whole run
