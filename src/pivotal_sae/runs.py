@@ -213,7 +213,8 @@ def check_new_run_dir(run_dir: Path, *, flag: str = "--out", resumable: bool = T
     if run_dir.exists() or run_dir.is_symlink():
         if not run_dir.is_dir():
             raise UserError(f"{flag} {run_dir} exists and is not a directory")
-        if any(run_dir.iterdir()):
+        # Only temporary files of a run killed while writing its manifest: not a run yet.
+        if any(not is_partial_write(entry) for entry in run_dir.iterdir()):
             raise UserError(f"{flag} {run_dir} already holds files; {hint}")
         writable = run_dir
     else:
@@ -233,6 +234,7 @@ def prepare_new_run_dir(run_dir: Path, *, flag: str = "--out", resumable: bool =
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UserError(f"{flag} {run_dir} cannot be created ({exc.strerror or exc})") from None
+    remove_partial_writes(run_dir)
 
 
 class JsonlLog:
@@ -301,11 +303,30 @@ def resolve_device(name: str) -> torch.device:
     raise UserError(f"unknown --device {name!r}; choose auto, cpu or cuda")
 
 
+def available_memory_bytes(meminfo: Path = Path("/proc/meminfo")) -> int | None:
+    """Memory this machine can give a new job now without swapping (`MemAvailable`: free
+    memory plus caches the kernel can drop), or None where the kernel does not say."""
+    try:
+        with open(meminfo) as lines:
+            for line in lines:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def memory_bytes(device: torch.device | str = "cpu") -> int:
-    """Memory of `device`: the GPU's total, else this machine's physical memory."""
+    """Memory a job on `device` can use now: the GPU's free memory, else this machine's
+    available memory (its physical memory where that is unknown). Other processes' memory
+    counts against it: a job that fits only in memory that is taken would fail or swap."""
     device = torch.device(device)
     if device.type == "cuda" and torch.cuda.is_available():
-        return torch.cuda.get_device_properties(device).total_memory
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free)
+    available = available_memory_bytes()
+    if available is not None:
+        return available
     try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):
@@ -318,5 +339,5 @@ def check_fits(needed_bytes: float, what: str, device: torch.device | str = "cpu
     if needed_bytes > available:
         raise UserError(
             f"{what} needs about {needed_bytes / 2**30:,.1f} GiB but {torch.device(device).type} "
-            f"memory here is {available / 2**30:,.1f} GiB; make it smaller"
+            f"memory available here is {available / 2**30:,.1f} GiB; make it smaller"
         )

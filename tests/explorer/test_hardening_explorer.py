@@ -170,3 +170,64 @@ def test_neuronpedia_ids_cannot_leave_the_cache_folder(tmp_path, bad):
     with pytest.raises(UserError):
         download_explanations(bad, cache_dir=tmp_path / "cache")
     assert not (tmp_path / "cache").exists()
+
+
+def _serve_in_thread(app, **config):
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error",
+                                           timeout_keep_alive=5, **config))  # fmt: skip
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.01)
+    return server, thread, port
+
+
+def _closed_within(port: int, sent: bytes, seconds: float) -> bool:
+    """Connect, send `sent`, and say whether the server closed the connection in time."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port)) as client:
+        client.sendall(sent)
+        client.settimeout(seconds)
+        try:
+            while data := client.recv(4096):
+                if b"HTTP/1.1 200" in data:
+                    return False
+            return True
+        except TimeoutError:
+            return False
+
+
+def test_a_client_stalling_in_its_headers_is_disconnected():
+    """Defect 18 follow-up: a client silent after connecting, or stopping mid-headers, is
+    disconnected after the header timeout (uvicorn alone keeps both open); a whole request is
+    answered as before."""
+    from pivotal_sae.explorer.app import header_timeout_protocol
+
+    partial = b"GET /page HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: "
+    server, thread, port = _serve_in_thread(_app(), http=header_timeout_protocol(0.3))
+    try:
+        assert _closed_within(port, partial, 3)
+        assert _closed_within(port, b"", 3)
+        whole = b"GET /page HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        assert not _closed_within(port, whole, 3)  # answered 200 before anything else
+    finally:
+        server.should_exit = True
+        thread.join(10)
+    plain, plain_thread, plain_port = _serve_in_thread(_app(), http="h11")
+    try:
+        assert not _closed_within(plain_port, partial, 1.0)  # the defect: held open
+    finally:
+        plain.should_exit = True
+        plain_thread.join(10)

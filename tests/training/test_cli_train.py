@@ -84,13 +84,13 @@ def test_train_sae_bad_inputs(tmp_path, tiny_bert_dir, text_file, capsys):
     ]  # fmt: skip
     for argv, needle in cases:
         _fails(argv, needle, capsys, out)
-    # defect 18: train-sae has no --resume, so it does not suggest one
+    # defect 18: the suggested --resume exists now (tests/training/test_kill_resume_train.py)
     taken = tmp_path / "taken"
     taken.mkdir()
     (taken / "mine.txt").write_text("mine")
     argv = [*base[:2], str(taken), *base[3:], *hook, "--corpus", str(text_file)]
-    err = _fails(argv, "already holds files; choose a new directory", capsys)
-    assert "--resume" not in err
+    _fails(argv, "already holds files; choose a new directory or --resume it", capsys)
+    _fails(["train-sae", "--resume", str(taken)], f"{taken} is not a run directory", capsys)
     assert [p.name for p in taken.iterdir()] == ["mine.txt"]
 
 

@@ -7,6 +7,7 @@ the command line, loads the run, model and SAEs once, and runs uvicorn.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import socket
 import sys
@@ -162,8 +163,59 @@ def prepare_server(config: ServeConfig) -> Any:
             log_level="warning",
             access_log=False,
             timeout_keep_alive=5,  # idle connections go back; stalled bodies: Guard's 408
+            http=header_timeout_protocol(HEADER_TIMEOUT_S),  # stalled headers: closed
         )
     )
+
+
+#: Seconds a client has, from connecting or from the first byte of a request, to send the
+#: request's headers whole.
+HEADER_TIMEOUT_S = 10.0
+
+
+def header_timeout_protocol(seconds: float) -> type[asyncio.Protocol]:
+    """uvicorn's h11 protocol, closing a connection whose request headers do not arrive whole
+    within `seconds`. uvicorn times out idle keep-alive connections (and Guard stalled bodies,
+    with 408), but neither a client silent after connecting nor one stalling mid-headers."""
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class HeaderTimeoutProtocol(H11Protocol):
+        header_timer: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._watch_headers()
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            self._watch_headers()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._stop_watching()
+            super().connection_lost(exc)
+
+        def _awaiting_headers(self) -> bool:
+            # h11 leaves IDLE as soon as a request's headers are complete.
+            return self.conn.their_state is h11.IDLE
+
+        def _watch_headers(self) -> None:
+            if not self._awaiting_headers():
+                self._stop_watching()  # headers are in: the body is Guard's to time
+            elif self.header_timer is None:
+                self.header_timer = self.loop.call_later(seconds, self._headers_late)
+
+        def _stop_watching(self) -> None:
+            if self.header_timer is not None:
+                self.header_timer.cancel()
+                self.header_timer = None
+
+        def _headers_late(self) -> None:
+            self.header_timer = None
+            if self._awaiting_headers() and not self.transport.is_closing():
+                self.transport.close()
+
+    return HeaderTimeoutProtocol
 
 
 def serve(config: ServeConfig) -> None:

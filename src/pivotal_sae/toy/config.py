@@ -201,7 +201,7 @@ class ToyTrainConfig:
                 f"{self.batch_size}, --sae-hidden-dim {self.sae_hidden_dim}, --n-children "
                 f"{self.n_children}, --dataset-num-features {self.dataset_num_features}, "
                 f"--model-dim {self.model_dim}) but this machine has "
-                f"{available / 2**30:,.1f} GiB; make them smaller"
+                f"{available / 2**30:,.1f} GiB available; make them smaller"
             )
 
     def estimated_bytes(self) -> int:

@@ -55,8 +55,15 @@ class TrainSaeConfig(CorpusOptions, ModelOptions):
     seed: int = 0
     """Seed for SAE initialisation and buffer shuffling."""
 
+    save_every: int = 100
+    """Training steps between checkpoints (each written whole, so a killed run resumes from the
+    last one with --resume)."""
+
     out: Path | None = None
     """Run directory (default: runs/<timestamp>-train-sae; for the default SAEs, the cache)."""
+
+    resume: Path | None = None
+    """Continue the interrupted run in this directory, with the options it was started with."""
 
     force: bool = field(default=False, metadata={"flag": "--force"})
     """Retrain the default SAEs even if they are already cached."""
@@ -78,6 +85,8 @@ class TrainSaeConfig(CorpusOptions, ModelOptions):
                 f"--buffer-tokens ({self.buffer_tokens}) must be at least twice --batch-size",
             ),
             (self.log_every >= 1, "--log-every must be at least 1"),
+            (self.save_every >= 1, f"--save-every must be at least 1 (got {self.save_every})"),
+            (self.out is None or self.resume is None, "give either --out or --resume, not both"),
         ]
         for ok, message in checks:
             if not ok:

@@ -60,6 +60,25 @@ class HierarchicalTrainer:
             "lr": float(self.optimizer.param_groups[0]["lr"]),
         }
 
+    def save_state(self, directory: Path) -> None:
+        """Everything the next steps depend on: weights and child ratios, Adam, schedule."""
+        from pivotal_sae.runs import atomic_save_safetensors, atomic_save_torch
+
+        directory.mkdir(parents=True, exist_ok=True)
+        atomic_save_safetensors(directory / "sae_weights.safetensors", self.sae.state_dict())
+        atomic_save_torch(directory / "trainer_state.pt",
+                          {"optimizer": self.optimizer.state_dict(),
+                           "schedule": self.schedule.state_dict()})  # fmt: skip
+
+    def load_state(self, directory: Path) -> None:
+        from safetensors.torch import load_file
+
+        self.sae.load_state_dict(load_file(str(directory / "sae_weights.safetensors")))
+        state = torch.load(directory / "trainer_state.pt", map_location=self.options["device"],
+                           weights_only=True)  # fmt: skip
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+
     @torch.no_grad()
     def save(self, directory: Path) -> None:
         from pivotal_sae.runs import atomic_save_safetensors, atomic_write_json

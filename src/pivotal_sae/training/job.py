@@ -37,16 +37,19 @@ from pivotal_sae.lm.model import LanguageModel
 from pivotal_sae.progress import progress, say
 from pivotal_sae.runs import (
     JsonlLog,
+    atomic_save_safetensors,
     atomic_write_json,
     check_fits,
     check_new_run_dir,
     default_run_dir,
     prepare_new_run_dir,
+    remove_partial_writes,
     write_manifest,
 )
 from pivotal_sae.saes.loading import read_sae_dir
 from pivotal_sae.training import defaults
 from pivotal_sae.training.config import TrainSaeConfig
+from pivotal_sae.training.resume import TrainingCheckpoints, finished, resumed_config
 
 _RECIPE_FIELDS = ("d_sae", "k", "n_prompts", "n_eval_prompts", "lr", "batch_size", "arch",
                   "max_tokens_in_prompt", "keep_bos", "buffer_tokens", "seed", "dtype")  # fmt: skip
@@ -60,6 +63,13 @@ def run_train_sae(config: TrainSaeConfig) -> Path:
 
 
 def _run_train_sae(config: TrainSaeConfig, ranks: distributed.Ranks) -> Path:
+    if config.resume is not None:
+        config = resumed_config(config)
+        assert config.out is not None
+        summary = train(config, config.out, resuming=True)
+        if ranks.is_main:
+            print(f"pivotal-sae: SAEs in {config.out} ({_scores(summary)})")
+        return config.out
     if config.model is None and not config.hook:
         if config.out is None and _is_default_recipe(config):
             train_default_saes(force=config.force, device=config.device)
@@ -137,13 +147,21 @@ def hook_dir(out: Path, hooks: list[str], hook: str) -> Path:
     return out if len(hooks) == 1 else out / hook
 
 
-def train(config: TrainSaeConfig, out: Path) -> dict[str, Any]:
+def train(config: TrainSaeConfig, out: Path, resuming: bool = False) -> dict[str, Any]:
     """Train, save and score the SAEs; returns the summary (under torchrun: on rank 0, and an
-    empty dict on the other ranks)."""
+    empty dict on the other ranks). `resuming`: continue the run in `out` from its newest
+    checkpoint (see `training.resume`)."""
     hooks = list(dict.fromkeys(config.hook or defaults.DEFAULT_HOOKS))
     ranks = distributed.current()
+    checkpoints = TrainingCheckpoints(out)
     # Everything a user can get wrong is checked before the run directory is created.
-    check_new_run_dir(out, resumable=False)
+    resume_from = None
+    if resuming:
+        if finished(out):
+            return _tidy_finished_run(out, checkpoints)
+        resume_from = checkpoints.latest_step()
+    else:
+        check_new_run_dir(out)
     corpus = open_corpus(
         config.corpus,
         dataset_id=config.dataset_id,
@@ -172,21 +190,31 @@ def train(config: TrainSaeConfig, out: Path) -> dict[str, Any]:
     eval_acts = collect_activations(lm, eval_contexts, hooks, config.context_batch_size)
     if len(eval_acts[hooks[0]]) == 0:
         raise UserError("the corpus gives no tokens to evaluate on; give it more text")
-    if ranks.is_main:
-        prepare_new_run_dir(out, resumable=False)
+    trainers = _make_trainers(config, lm, hooks, eval_acts, corpus.name)
+    done_steps = 0
+    if resuming and resume_from is not None:
+        done_steps, _, folder = resume_from
+        checkpoints.restore(folder, trainers)
+    if ranks.is_main and not resuming:
+        prepare_new_run_dir(out)
         write_manifest(out, "train-sae", config_to_dict(config))
+    elif ranks.is_main:
+        remove_partial_writes(out)
+        JsonlLog(out / "metrics.jsonl").truncate_after(done_steps)
 
     from torch.utils.tensorboard import SummaryWriter
 
-    trainers = _make_trainers(config, lm, hooks, eval_acts, corpus.name)
     log = JsonlLog(out / "metrics.jsonl") if ranks.is_main else None
-    writer = SummaryWriter(str(out / "tensorboard")) if ranks.is_main else None
+    # purge_step: TensorBoard drops what an interrupted run logged after the checkpoint.
+    writer = (SummaryWriter(str(out / "tensorboard"), purge_step=done_steps + 1 if resuming
+                            else None) if ranks.is_main else None)  # fmt: skip
     # Each rank: its own share of the contexts, buffer and shuffle; world × batch = --batch-size.
     world = ranks.world_size
     buffer = ActivationBuffer(config.buffer_tokens // world, config.batch_size // world,
                               seed=config.seed + ranks.rank)  # fmt: skip
     tokens, started = 0, time.perf_counter()
-    say(f"training {_saes(hooks)} on {config.n_prompts:,} contexts")
+    say(f"training {_saes(hooks)} on {config.n_prompts:,} contexts"
+        + (f", resuming after step {done_steps:,}" if resuming else ""))  # fmt: skip
     # The bar counts tokens read through the model (the buffer fills before the first step, so
     # a bar of trained tokens would start with an hours-long estimate); one bar for all SAEs.
     label = f"train-sae ({len(hooks)} SAEs)" if len(hooks) > 1 else "train-sae"
@@ -194,15 +222,18 @@ def train(config: TrainSaeConfig, out: Path) -> dict[str, Any]:
         chunks = _chunks(lm, train_contexts, hooks, config.context_batch_size, start=n_eval)
         chunks = _counted(chunks, bar, hooks[0])
         for step, batch in enumerate(_while_all_ranks_have(buffer.batches(chunks)), 1):
+            tokens += config.batch_size
+            if step <= done_steps:
+                continue  # trained before the checkpoint: read again only to refill the buffer
             for hook, trainer in trainers.items():
                 output = trainer.train_step(batch[hook])
                 if log is not None and writer is not None and step % config.log_every == 0:
                     metrics = trainer.metrics(output)
-                    log.append({"step": step, "tokens": tokens + config.batch_size, "hook": hook,
-                                **metrics})  # fmt: skip
+                    log.append({"step": step, "tokens": tokens, "hook": hook, **metrics})
                     for name, value in metrics.items():
                         writer.add_scalar(f"{hook}/{name}", value, step)
-            tokens += config.batch_size
+            if ranks.is_main and step % config.save_every == 0:
+                checkpoints.save(step, tokens, trainers)
     if writer is not None:
         writer.close()
     if log is not None:
@@ -217,7 +248,8 @@ def train(config: TrainSaeConfig, out: Path) -> dict[str, Any]:
         return {}
     summary: dict[str, Any] = {
         "tokens": tokens,
-        "tokens_per_second": tokens / seconds,
+        # of this session: a resumed run reads the steps before its checkpoint but does not train
+        "tokens_per_second": (tokens - done_steps * config.batch_size) / seconds,
         "wall_seconds": seconds,
         "eval_tokens": len(eval_acts[hooks[0]]),
         **distributed.summary_entry(),
@@ -227,6 +259,7 @@ def train(config: TrainSaeConfig, out: Path) -> dict[str, Any]:
         directory = hook_dir(out, hooks, hook)
         staging = directory / ".sae.tmp"
         trainer.save(staging)
+        shutil.rmtree(directory / "sae", ignore_errors=True)  # saved before a kill, redone
         os.replace(staging, directory / "sae")
         scores = evaluate(read_sae_dir(directory / "sae", device=lm.device), eval_acts[hook])
         record_training_scores(directory / "sae", {**scores, "eval_tokens": len(eval_acts[hook])})
@@ -243,7 +276,22 @@ def train(config: TrainSaeConfig, out: Path) -> dict[str, Any]:
     if len(hooks) == 1:
         summary = {**summary["saes"][hooks[0]], **summary}
     atomic_write_json(out / "summary.json", summary)
+    checkpoints.clear()
     return summary
+
+
+def _tidy_finished_run(out: Path, checkpoints: TrainingCheckpoints) -> dict[str, Any]:
+    """`--resume` of a run killed after its summary was written: only tidying is left."""
+    try:
+        summary = json.loads((out / "summary.json").read_text())
+        _scores(summary)
+    except (ValueError, UnicodeDecodeError, KeyError, TypeError, AttributeError):
+        raise UserError(f"{out / 'summary.json'} is damaged (not a train-sae summary)") from None
+    if distributed.current().is_main:
+        remove_partial_writes(out)
+        checkpoints.clear()
+    say(f"{out} had finished training; tidied up")
+    return dict(summary)
 
 
 def check_memory(config: TrainSaeConfig, lm: LanguageModel, n_hooks: int) -> None:
@@ -388,6 +436,19 @@ class _TopK:
         from pivotal_sae.training.topk_trainer import step_metrics
 
         return step_metrics(self.trainer, output)
+
+    def save_state(self, directory: Path) -> None:
+        """Everything the next steps depend on: weights, Adam, schedule, firing counters."""
+        directory.mkdir(parents=True, exist_ok=True)
+        atomic_save_safetensors(directory / "sae_weights.safetensors",
+                                self.trainer.sae.state_dict())  # fmt: skip
+        self.trainer.save_trainer_state(directory)
+
+    def load_state(self, directory: Path) -> None:
+        from safetensors.torch import load_file
+
+        self.trainer.sae.load_state_dict(load_file(str(directory / "sae_weights.safetensors")))
+        self.trainer.load_trainer_state(directory)
 
     def save(self, directory: Path) -> None:
         from pivotal_sae.training.topk_trainer import finish_and_save
