@@ -68,7 +68,7 @@ def test_top_tokens_count_and_average_by_token(sample, sample_parts, latent):
         key=lambda x: (-x[1], -x[2], x[0]),
     )[:3]
     got = d.top_tokens(sample, latent, k=3)
-    assert [(s.token_id, s.count) for s in got] == [(t, c) for t, c, _ in expected]
+    assert [(s.token_id, s.times) for s in got] == [(t, c) for t, c, _ in expected]
     assert [s.mean_activation for s in got] == pytest.approx([m for _, _, m in expected])
 
 

@@ -37,7 +37,7 @@ class Histogram(NamedTuple):
 
 class TokenStat(NamedTuple):
     token_id: int
-    count: int
+    times: int
     """Tokens of this id the latent fires on."""
     mean_activation: float
 
@@ -199,7 +199,7 @@ def top_tokens(sample: ActivationSample, latent: int, k: int = 10) -> list[Token
         TokenStat(int(t), int(c), float(m))
         for t, c, m in zip(unique_U.tolist(), counts_U.tolist(), means_U.tolist(), strict=True)
     ]
-    stats.sort(key=lambda s: (-s.count, -s.mean_activation, s.token_id))
+    stats.sort(key=lambda s: (-s.times, -s.mean_activation, s.token_id))
     return stats[:k]
 
 
