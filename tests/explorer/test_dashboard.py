@@ -146,3 +146,23 @@ def test_logit_effects_of_a_causal_lm_read_the_tied_unembedding():
     assert silent.histogram.counts == [] and silent.top_tokens == [] and not silent.quantiles
     assert silent.histogram.silent == browser.sample(browser.explorer.saes["s"]).tokens_counted
     assert "does not fire" in silent.notes["sample"]
+
+
+def test_report_html_carries_a_dashboard_for_each_latent_of_its_pairs(world):
+    page = (world["run"] / "report.html").read_text()
+    pair = world["search"].pairs[0]
+    for latent in (pair.latent_a, pair.latent_b):
+        assert f"Dashboard of latent {latent}</summary>" in page
+    assert page.count('<svg class="hbars"') >= 2  # histograms from the run's sample
+    assert "Logit effects need the model&#39;s unembedding" in page
+    # The first latent's correlated table: its top partner by Jaccard, with the counter's count.
+    counter = world["counter"]
+    e = counter.d_sae
+    row = counter.lookup(torch.full((e,), pair.latent_a), torch.arange(e))
+    from pivotal_sae.absorption.dashboard import correlated_latents
+
+    best = correlated_latents(row, counter.firing_counts_e, pair.latent_a,
+                              counter.tokens_counted, k=1)[0]  # fmt: skip
+    card = page.split('id="pair-1"', 1)[1].split("</article>", 1)[0]
+    assert f'<td>{best.latent}</td><td class="num">{best.cooccurrences:,}</td>' in card
+    assert "<script" not in page  # the report stays script-free

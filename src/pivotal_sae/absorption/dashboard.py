@@ -24,6 +24,9 @@ import torch
 
 from pivotal_sae.absorption.association import associations
 
+#: Contexts of the sample a dashboard's histogram, top tokens and quantile examples come from.
+SAMPLE_CONTEXTS = 128
+
 
 class Histogram(NamedTuple):
     """Counts of the latent's non-zero activations in equal-width bins from 0 to the largest."""
@@ -170,6 +173,19 @@ def collect_sample(lm: Any, sae: Any, contexts: Any, batch_size: int = 16) -> Ac
     return ActivationSample.from_batches(batches(), sae.d_sae)
 
 
+def sample_of_contexts(
+    lm: Any, sae: Any, contexts: Any, n_contexts: int = SAMPLE_CONTEXTS
+) -> ActivationSample:
+    """The sample over the first `n_contexts` of a run's `contexts` (same corpus and length)."""
+    from pivotal_sae.lm.contexts import Contexts
+
+    n = min(n_contexts, contexts.n_prompts or n_contexts)
+    first = Contexts(
+        contexts.corpus, contexts.tokenizer, contexts.seq_len, n, keep_bos=contexts.keep_bos
+    )
+    return collect_sample(lm, sae, first)
+
+
 # ---------------------------------------------------------------------- sample panels
 def activation_histogram(sample: ActivationSample, latent: int, n_bins: int = 24) -> Histogram:
     _, values_T = sample.entries(latent)
@@ -264,14 +280,15 @@ def quantile_examples(
 
 # ---------------------------------------------------------------------- run panels
 def reader_effects(
-    effects_eE: torch.Tensor, how_often_e: torch.Tensor, latent: int, k: int = 6
+    effects_eE: Any, how_often_e: torch.Tensor, latent: int, k: int = 6
 ) -> tuple[list[Moved], list[Moved]] | None:
     """(reader latents its ablation lowers most, those it raises most), by mean effect; None
     when the latent was never ablated."""
     times = int(how_often_e[latent])
     if times == 0:
         return None
-    mean_E = effects_eE[latent].double() / times
+    # Indexed by a tensor of ids, so `ablation.AblationEffects` (rows kept sparse) works too.
+    mean_E = effects_eE[torch.tensor([latent])][0].double().cpu() / times
     lowered = [Moved(int(i), float(mean_E[i])) for i in mean_E.argsort(descending=True)[:k]]
     raised = [Moved(int(i), float(mean_E[i])) for i in mean_E.argsort()[:k]]
     return [m for m in lowered if m.mean_effect > 0], [m for m in raised if m.mean_effect < 0]
