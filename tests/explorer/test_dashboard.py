@@ -166,3 +166,28 @@ def test_report_html_carries_a_dashboard_for_each_latent_of_its_pairs(world):
     card = page.split('id="pair-1"', 1)[1].split("</article>", 1)[0]
     assert f'<td>{best.latent}</td><td class="num">{best.cooccurrences:,}</td>' in card
     assert "<script" not in page  # the report stays script-free
+
+
+def test_wordpiece_pieces_join_into_words_in_examples_and_reports(browser):
+    """Defect 12: 'tranq uility'. Pieces of one word render with nothing between them, in the
+    explorer's examples and in report.html, even when a window starts inside a word."""
+    from pivotal_sae.absorption.jobs.pairs import tokenizer_text
+    from pivotal_sae.render import make_environment
+
+    tokenizer = browser.explorer.lm.tokenizer  # MiniLM's WordPiece tokenizer
+    ids = tokenizer("the domestic tranquility of the nation", add_special_tokens=False)["input_ids"]
+    assert any(p.startswith("##") for p in tokenizer.convert_ids_to_tokens(ids))
+    macro = make_environment().from_string('{% import "_macros.html" as m %}{{ m.tokens(ex) }}')
+
+    def shown(tokens: list[str]) -> str:
+        ex = {"tokens": tokens, "activations": [1.0] * len(tokens), "center": 0,
+              "max_activation": 1.0}  # fmt: skip
+        return re.sub(r"<[^>]+>", "", macro.render(ex=ex)).strip()
+
+    example = browser._example(0, 1.0, ids, [1.0] * len(ids), 0, set())
+    assert shown(example.tokens) == "the domestic tranquility of the nation"
+    assert shown(tokenizer_text(tokenizer)(ids)).strip() == "the domestic tranquility of the nation"
+    inside = ids[ids.index(tokenizer.convert_tokens_to_ids("##quil")) :]  # starts mid-word
+    assert shown(browser._example(0, 1.0, inside, [1.0] * len(inside), 0, set()).tokens) == (
+        "quility of the nation"
+    )

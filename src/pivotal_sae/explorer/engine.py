@@ -259,4 +259,7 @@ def token_texts(tokenizer: Any, ids: Sequence[int]) -> list[str]:
         else:  # a multi-byte character completed, or the decoder rewrote the prefix
             texts.append(tokenizer.decode([ids[end - 1]], clean_up_tokenization_spaces=False))
         previous = decoded
+    if texts and str(tokenizer.convert_ids_to_tokens([int(ids[0])])[0]).startswith("##"):
+        # A window that starts inside a word: its first WordPiece piece without the marker.
+        texts[0] = texts[0].removeprefix("##")
     return texts
