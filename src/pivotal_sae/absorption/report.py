@@ -232,13 +232,14 @@ def write_report(
     counter: Any = None,
     effects: tuple[Any, torch.Tensor] | None = None,
     sample: ActivationSample | None = None,
+    dashboard_pairs: int = 50,
 ) -> dict[str, Path]:
     """Write the four report files into `out_dir` and return their paths by name.
 
     `summary` (model, SAEs, corpus, tokens counted, ...) heads the page and pairs.json's
     `meta`; `token_text` turns token ids into display strings (default: `⟨id⟩`); the page shows
-    the first `html_pairs` pairs, the JSON and CSV all of them. Each latent shown gets a
-    dashboard from what is given: `counter` (co-occurrence counts: correlated latents),
+    the first `html_pairs` pairs, the JSON and CSV all of them. Each latent of the first
+    `dashboard_pairs` pairs gets a dashboard (~9 KB of HTML each) from what is given: `counter` (co-occurrence counts: correlated latents),
     `effects` ((effects_eE, how_often_activated_e): reader latents moved) and `sample` (an
     `ActivationSample`: histogram, top tokens, quantile examples).
     """
@@ -278,7 +279,7 @@ def write_report(
     )
     atomic_write_bytes(paths["histogram.png"], png)
     dashboards = report_dashboards(
-        (side.id for record in records[:html_pairs] for side in (record.a, record.b)),
+        (side.id for record in records[:dashboard_pairs] for side in (record.a, record.b)),
         counter=counter,
         effects=effects,
         sample=sample,
