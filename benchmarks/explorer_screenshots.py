@@ -127,6 +127,8 @@ def main() -> None:
                 page.goto(report.resolve().as_uri())
                 shots.append(args.out / "report.png")
                 page.screenshot(path=str(shots[-1]))
+                # The sticky header would cover the top of an element's screenshot.
+                page.add_style_tag(content="header.top { position: static; }")
                 shots.append(args.out / "report-dashboard.png")
                 page.locator("#pair-1").screenshot(path=str(shots[-1]))
         chromium.close()

@@ -239,9 +239,10 @@ def write_report(
     `summary` (model, SAEs, corpus, tokens counted, ...) heads the page and pairs.json's
     `meta`; `token_text` turns token ids into display strings (default: `⟨id⟩`); the page shows
     the first `html_pairs` pairs, the JSON and CSV all of them. Each latent of the first
-    `dashboard_pairs` pairs gets a dashboard (~9 KB of HTML each) from what is given: `counter` (co-occurrence counts: correlated latents),
-    `effects` ((effects_eE, how_often_activated_e): reader latents moved) and `sample` (an
-    `ActivationSample`: histogram, top tokens, quantile examples).
+    `dashboard_pairs` pairs gets a dashboard (~9 KB of HTML each) from what is given:
+    `counter` (co-occurrence counts: correlated latents), `effects` ((effects_eE,
+    how_often_activated_e): reader latents moved) and `sample` (an `ActivationSample`:
+    histogram, top tokens, quantile examples).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -284,7 +285,7 @@ def write_report(
         effects=effects,
         sample=sample,
         token_text=token_text,
-        reader_label=meta.get("reader_sae"),
+        reader_label=meta.get("reader_hook") or meta.get("reader_sae"),
     )
     page = render_page(
         title=title,
