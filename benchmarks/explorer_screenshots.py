@@ -106,10 +106,12 @@ def main() -> None:
             page.screenshot(path=str(shots[-1]))
             first = browser.pairs("effect", 0, 1).pairs
             latent = first[0].a.id if first else feature
-            page.set_viewport_size({"width": 1200, "height": 860})
+            # The page's top: the latent's counts, then its dashboard (the page runs on with
+            # its top examples and pairs; a full-page shot would be over 400 KB).
+            page.set_viewport_size({"width": 1200, "height": 1500})
             page.goto(f"{base}/latent/{sae}/{latent}")
             shots.append(args.out / "explorer-latent.png")
-            page.screenshot(path=str(shots[-1]), full_page=True)
+            page.screenshot(path=str(shots[-1]))
             # The dashboard of a latent that fires often enough to fill every panel.
             busy = args.dashboard_latent
             if busy is None:
