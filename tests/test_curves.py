@@ -24,6 +24,14 @@ def test_series_are_split_by_hook_and_skip_non_numbers(tmp_path):
     ])  # fmt: skip
     series = read_series(tmp_path / "metrics.jsonl")
     assert series == {"fvu": {"a": [(1, 0.5), (2, 0.4)], "b": [(1, 0.9)]}, "l0": {"a": [(1, 32)]}}
+    _log(tmp_path / "toy.jsonl", [
+        {"step": 10, "kind": "train", "train_total_loss": 0.5, "mmcs_mean": 0.3},
+        {"step": 20, "kind": "eval", "val_total_loss": 0.4, "mmcs_mean": 0.35},
+    ])  # fmt: skip
+    assert read_series(tmp_path / "toy.jsonl") == {
+        "total_loss": {"training batches": [(10, 0.5)], "held-out batch": [(20, 0.4)]},
+        "mmcs_mean": {"training batches": [(10, 0.3)], "evaluation": [(20, 0.35)]},
+    }
 
 
 def test_curves_png_and_index_page(tmp_path):

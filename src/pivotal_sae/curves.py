@@ -1,8 +1,9 @@
 """Training curves as a PNG beside TensorBoard, and an index page of a run's plots.
 
 `write_curves` reads a run's `metrics.jsonl` (one JSON object per logged step) and draws every
-numeric metric in one figure, a small panel each, a line per series (`hook` for train-sae,
-`kind` for the toy lab: training batches vs evaluation); `write_index` writes `index.html`
+numeric metric in one figure, a small panel each, a line per series (`hook` for train-sae;
+for the toy lab `train_x` and `val_x` share a panel, and metrics logged at both cadences have a
+line for training batches and one for evaluation); `write_index` writes `index.html`
 listing the PNGs of a folder, so a run's pictures open in any browser without TensorBoard.
 Both are called once, at the end of a run (a figure with a dozen panels takes ~1 s).
 """
@@ -27,14 +28,10 @@ POSITION_KEYS = {"step", "tokens", "kind", "hook", "wall_seconds"}
 #: Metric names in plain words (others are shown with underscores as spaces).
 PLAIN = {
     "lr": "learning rate",
-    "train_reconstruction_mse": "reconstruction error (MSE), training batches",
-    "val_reconstruction_mse": "reconstruction error (MSE), held-out batch",
-    "train_reconstruction_loss": "reconstruction loss, training batches",
-    "val_reconstruction_loss": "reconstruction loss, held-out batch",
-    "train_total_loss": "total loss, training batches",
-    "val_total_loss": "total loss, held-out batch",
-    "train_aux_loss": "auxiliary (alignment) loss",
-    "val_aux_loss": "auxiliary (alignment) loss, held-out",
+    "reconstruction_mse": "reconstruction error (MSE)",
+    "reconstruction_loss": "reconstruction loss",
+    "total_loss": "total loss",
+    "aux_loss": "auxiliary (alignment) loss",
     "pair_detection_rate": "parents whose children found both siblings",
     "adjusted_pair_detection_rate": "parents whose children found both siblings (scaled children)",
     "single_detection_rate": "parents whose children found the same child",
@@ -52,6 +49,8 @@ PLAIN = {
     "dead_fraction": "share of latents that never fire",
 }
 SERIES_WORDS = {"train": "training batches", "eval": "evaluation"}
+#: `train_x` and `val_x` are one metric measured two ways: one panel, two lines.
+SPLITS = {"train_": "training batches", "val_": "held-out batch"}
 
 
 def plain_label(key: str) -> str:
@@ -69,13 +68,19 @@ def read_series(metrics_jsonl: Path) -> dict[str, dict[str, list[tuple[float, fl
             continue  # a line cut short by a kill
         if not isinstance(record, Mapping) or not isinstance(record.get("step"), int | float):
             continue
-        series = str(record.get("hook") or record.get("kind") or "")
+        hook = str(record.get("hook") or "")
+        kind = SERIES_WORDS.get(str(record.get("kind")), str(record.get("kind") or ""))
         for key, value in record.items():
             if key in POSITION_KEYS or isinstance(value, bool):
                 continue
-            if isinstance(value, int | float) and math.isfinite(value):
-                points = curves.setdefault(key, {}).setdefault(series, [])
-                points.append((float(record["step"]), float(value)))
+            if not (isinstance(value, int | float) and math.isfinite(value)):
+                continue
+            metric, series = key, hook or kind
+            for prefix, words in SPLITS.items():
+                if key.startswith(prefix):
+                    metric, series = key.removeprefix(prefix), f"{hook} {words}".strip()
+            points = curves.setdefault(metric, {}).setdefault(series, [])
+            points.append((float(record["step"]), float(value)))
     return curves
 
 
@@ -97,17 +102,17 @@ def write_curves(metrics_jsonl: Path, out_dir: Path, title: str) -> Path | None:
         axes = figure.add_subplot(rows, columns, number)
         for series, points in by_series.items():
             xs, ys = zip(*sorted(points), strict=True)
-            axes.plot(xs, ys, label=SERIES_WORDS.get(series, series) or None, linewidth=1.2)
+            axes.plot(xs, ys, label=series or None, linewidth=1.2)
         values = [v for points in by_series.values() for _, v in points]
         if min(values) > 0 and max(values) / min(values) > 100:
             axes.set_yscale("log")
         axes.set_title(plain_label(key), fontsize=9)
         axes.set_xlabel("step", fontsize=8)
         axes.tick_params(labelsize=7)
-        if len(by_series) > 1:
+        if any(by_series):  # a named series: say which (held-out, an SAE's hook, ...)
             axes.legend(fontsize=7)
     figure.suptitle(title)
-    figure.tight_layout()
+    figure.tight_layout(rect=(0, 0, 1, 1 - 0.4 / (3.0 * rows + 0.6)))  # room for the title
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")
     out_dir.mkdir(parents=True, exist_ok=True)
