@@ -62,6 +62,7 @@ class Browser:
     def __post_init__(self) -> None:
         self._samples: dict[str, ActivationSample] = {}
         self._clusters: dict[tuple[float, int], list[Cluster]] = {}
+        self._dense_counts: torch.Tensor | None = None
         self._examples: Callable[[int], list[Example]] = functools.lru_cache(maxsize=4096)(
             self._decode_examples
         )
@@ -276,7 +277,9 @@ class Browser:
             )
         key = (threshold, min_size)
         if key not in self._clusters:
-            counts_ee = counter.to_dense().cpu()
+            if self._dense_counts is None:  # 8·E² bytes, kept: each new threshold reuses it
+                self._dense_counts = counter.to_dense().cpu()
+            counts_ee = self._dense_counts
             firing = counts_ee.diagonal().tolist()
             self._clusters[key] = [
                 Cluster(latents=group, firing_counts=[int(firing[i]) for i in group])
