@@ -168,6 +168,17 @@ def test_report_html_carries_a_dashboard_for_each_latent_of_its_pairs(world):
     assert "<script" not in page  # the report stays script-free
 
 
+def test_report_dashboards_stop_after_the_first_pairs(tmp_path, world):
+    from pivotal_sae.absorption.report import write_report
+
+    search = world["search"]
+    assert len(search.pairs) >= 3
+    write_report(tmp_path, search, counter=world["counter"], dashboard_pairs=2, html_pairs=3)
+    page = (tmp_path / "report.html").read_text()
+    cards = page.split('<article class="card pair"')[1:]
+    assert ["Dashboard of latent" in card for card in cards] == [True, True, False]
+
+
 def test_wordpiece_pieces_join_into_words_in_examples_and_reports(browser):
     """Defect 12: 'tranq uility'. Pieces of one word render with nothing between them, in the
     explorer's examples and in report.html, even when a window starts inside a word."""

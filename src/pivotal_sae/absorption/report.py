@@ -13,7 +13,7 @@ import base64
 import csv
 import io
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -195,8 +195,13 @@ def render_page(
     token_text: TokenText | None = None,
     examples_per_latent: int = 3,
     dashboards: Mapping[int, Any] | None = None,
+    dashboard_pairs: int = 50,
 ) -> str:
-    """report.html: the explorer's pair cards and stylesheet in one standalone page."""
+    """report.html: the explorer's pair cards and stylesheet in one standalone page; the
+    cards of the first `dashboard_pairs` pairs carry their latents' dashboards."""
+    details = _details(
+        effect_pairs, examples, token_text, examples_per_latent, _tokens(meta), dashboards
+    )
     return (
         make_environment()
         .get_template("report.html")
@@ -208,9 +213,10 @@ def render_page(
             histogram_data_uri=histogram_data_uri,
             effect_pairs=effect_pairs,
             decoder_pairs=decoder_pairs,
-            details=_details(
-                effect_pairs, examples, token_text, examples_per_latent, _tokens(meta), dashboards
-            ),
+            details=details,
+            # A latent of a later card shows no dashboard, even when an earlier card has it.
+            plain_details={k: replace(v, dashboard=None) for k, v in details.items()},
+            dashboard_pairs=dashboard_pairs,
         )
     )
 
@@ -299,6 +305,7 @@ def write_report(
         histogram_data_uri="data:image/png;base64," + base64.b64encode(png).decode(),
         examples_per_latent=examples_per_latent,
         dashboards=dashboards,
+        dashboard_pairs=dashboard_pairs,
     )
     atomic_write_text(paths["report.html"], page)
     return paths
