@@ -137,6 +137,11 @@ def test_logit_effects_of_a_causal_lm_read_the_tied_unembedding():
     assert d.logit_effects.promoted[0].value == pytest.approx(float(logits_V.max()), rel=1e-5)
     assert "logit_effects" not in d.notes
     assert "--run" in d.notes["correlated"]
+    browser.sample_contexts = 0  # `serve --dashboard-contexts 0`: no model pass for the panels
+    none = browser.dashboard("s", 3)
+    assert none.histogram is None and none.top_tokens == [] and none.logit_effects is not None
+    assert "--dashboard-contexts 0" in none.notes["sample"]
+    browser.sample_contexts = 4
     # A latent that can never fire (its encoder row zero, its bias negative) says so.
     with torch.no_grad():
         sae.W_enc[:, 5] = 0.0

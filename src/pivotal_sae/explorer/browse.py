@@ -156,14 +156,16 @@ class Browser:
     def dashboard(self, sae_name: str, index: int) -> Dashboard:
         loaded = self.explorer.sae(sae_name)
         self.explorer.check_feature(loaded, index)
-        sample = self.sample(loaded)
-        out = Dashboard(
-            sae=loaded.name,
-            index=index,
-            sample_contexts=sample.contexts,
-            sample_tokens=sample.tokens_counted,
-        )
-        self._sample_panels(out, sample, index)
+        out = Dashboard(sae=loaded.name, index=index)
+        if self.sample_contexts > 0:
+            sample = self.sample(loaded)
+            out.sample_contexts, out.sample_tokens = sample.contexts, sample.tokens_counted
+            self._sample_panels(out, sample, index)
+        else:
+            out.notes["sample"] = (
+                "The server runs with --dashboard-contexts 0: no activation sample, so no "
+                "histogram, top tokens or quantile examples."
+            )
         self._run_panels(out, loaded, index)
         self._logit_panel(out, loaded, index)
         return out
