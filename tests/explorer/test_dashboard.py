@@ -59,6 +59,7 @@ def test_the_dashboard_panels_agree_with_the_sample_and_the_run(client, browser,
     for p in d["correlated"]:
         c = int(counter.lookup(torch.tensor([i]), torch.tensor([p["latent"]])))
         assert p["cooccurrences"] == c > 0
+    assert d["sample_corpus"] == "sotu"  # the run counted the embedded corpus
     # MiniLM-like BERT: no logit panel, and the page says why.
     assert d["logit_effects"] is None
     assert "not a causal LM" in d["notes"]["logit_effects"]
@@ -207,3 +208,21 @@ def test_wordpiece_pieces_join_into_words_in_examples_and_reports(browser):
     assert shown(browser._example(0, 1.0, inside, [1.0] * len(inside), 0, set()).tokens) == (
         "quility of the nation"
     )
+
+
+def test_the_sample_reads_the_runs_own_local_corpus(browser, tmp_path):
+    loaded = browser.explorer.saes[ABLATOR]
+    corpus = tmp_path / "speeches.txt"
+    corpus.write_text("Fourscore and seven years ago our fathers brought forth a new nation.\n")
+    meta = browser.run.metadata.setdefault("cooccurrences", {})
+    saved = meta.get("corpus")
+    try:
+        meta["corpus"] = {"corpus": str(corpus), "max_tokens_in_prompt": 24}
+        assert browser._run_corpus(loaded).name == str(corpus)
+        meta["corpus"] = {"corpus": "hf:some/dataset:train"}  # never streamed from here
+        assert browser._run_corpus(loaded) is None
+        meta["corpus"] = {"corpus": str(tmp_path / "gone.txt")}
+        assert browser._run_corpus(loaded) is None
+        assert browser._run_corpus(browser.explorer.saes[READER]) is None  # not the run's SAE
+    finally:
+        meta["corpus"] = saved

@@ -61,6 +61,7 @@ class Browser:
 
     def __post_init__(self) -> None:
         self._samples: dict[str, ActivationSample] = {}
+        self._sample_names: dict[str, str] = {}
         self._clusters: dict[tuple[float, int], list[Cluster]] = {}
         self._dense_counts: torch.Tensor | None = None
         self._examples: Callable[[int], list[Example]] = functools.lru_cache(maxsize=4096)(
@@ -149,9 +150,25 @@ class Browser:
         """The SAE's activation sample, computed at first use and kept."""
         if loaded.name not in self._samples:
             self._samples[loaded.name] = self.explorer.activation_sample(
-                loaded, self.sample_contexts, self.sample_tokens
+                loaded, self.sample_contexts, self.sample_tokens, self._run_corpus(loaded)
             )
         return self._samples[loaded.name]
+
+    def _run_corpus(self, loaded: LoadedSae) -> Any:
+        """The run's own corpus for the run's SAE when it can be read here (the embedded one,
+        or a local file or folder still present), else None: the embedded corpus."""
+        if self.run is None or loaded.name != self.run_sae:
+            return None
+        described = self.run.metadata.get("cooccurrences", {}).get("corpus")
+        name = described.get("corpus") if isinstance(described, dict) else None
+        if not isinstance(name, str) or name.startswith("hf:") or name == "sotu":
+            return None  # a hub dataset would be streamed over the network: not here
+        from pivotal_sae.lm.corpus import open_corpus
+
+        try:
+            return open_corpus(name)
+        except UserError:
+            return None
 
     def dashboard(self, sae_name: str, index: int) -> Dashboard:
         loaded = self.explorer.sae(sae_name)
@@ -160,6 +177,9 @@ class Browser:
         if self.sample_contexts > 0:
             sample = self.sample(loaded)
             out.sample_contexts, out.sample_tokens = sample.contexts, sample.tokens_counted
+            out.sample_corpus = self._sample_names.setdefault(
+                loaded.name, getattr(self._run_corpus(loaded), "name", "sotu")
+            )
             self._sample_panels(out, sample, index)
         else:
             out.notes["sample"] = (

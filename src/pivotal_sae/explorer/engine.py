@@ -168,15 +168,19 @@ class Explorer:
             acts_SE = loaded.sae.encode(hidden_1SM.to(loaded.sae.dtype))[0]
             return acts_SE.float().cpu()
 
-    def activation_sample(self, loaded: LoadedSae, n_contexts: int, tokens: int) -> Any:
+    def activation_sample(
+        self, loaded: LoadedSae, n_contexts: int, tokens: int, corpus: Any = None
+    ) -> Any:
         """Every latent's activations over the first `n_contexts` contexts of `tokens` tokens of
-        the embedded corpus (an `absorption.dashboard.ActivationSample`), under the lock."""
+        `corpus` (an `lm.corpus.Corpus`; default the embedded one), as an
+        `absorption.dashboard.ActivationSample`, under the lock."""
         from pivotal_sae.absorption.dashboard import collect_sample
         from pivotal_sae.lm.contexts import Contexts
         from pivotal_sae.lm.corpus import open_corpus
 
         length = min(tokens, self.max_prompt_tokens)
-        contexts = Contexts(open_corpus(), self.lm.tokenizer, length, n_contexts)
+        source = corpus if corpus is not None else open_corpus()
+        contexts = Contexts(source, self.lm.tokenizer, length, n_contexts)
         with self._lock, torch.inference_mode():
             return collect_sample(self.lm, loaded.sae, contexts)
 

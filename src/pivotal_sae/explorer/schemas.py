@@ -211,6 +211,9 @@ class Dashboard(BaseModel):
         default=None, description="Contexts of the activation sample (corpus start)."
     )
     sample_tokens: int | None = None
+    sample_corpus: str | None = Field(
+        default=None, description="The sample's corpus: the run's when readable here, else sotu."
+    )
     histogram: HistogramOut | None = None
     top_tokens: list[TopToken] = Field(default_factory=list)
     quantiles: list[QuantileBandOut] = Field(default_factory=list)
