@@ -1,9 +1,10 @@
-"""Screenshots of the explorer's three pages for the docs (docs/img/explorer-*.png).
+"""Screenshots of the explorer's pages and the run's report for the docs (docs/img/*.png).
 
 Serves the explorer as `pivotal-sae serve --run RUN` would (default: the embedded MiniLM and
 its default SAEs), drives headless Chromium (Debian's /usr/bin/chromium) through Playwright,
 and saves the Highlight page (one latent, and top latents per token), the Pairs page and the
-Latent page of the first pair's first latent.
+Latent page of the first pair's first latent, the dashboard of a latent that fires often, and
+the run's report.html (its top, and the first pair's card with both latents' dashboards).
 
     uv run python benchmarks/explorer_screenshots.py --run runs/20261123-absorb
 """
@@ -57,6 +58,7 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=Path("docs/img"))
     p.add_argument("--prompt", default=PROMPT)
     p.add_argument("--feature", type=int, default=None)
+    p.add_argument("--dashboard-latent", type=int, default=None)
     args = p.parse_args()
     from playwright.sync_api import sync_playwright
 
@@ -104,10 +106,33 @@ def main() -> None:
             page.screenshot(path=str(shots[-1]))
             first = browser.pairs("effect", 0, 1).pairs
             latent = first[0].a.id if first else feature
-            page.set_viewport_size({"width": 1200, "height": 860})
+            # The page's top: the latent's counts, then its dashboard (the page runs on with
+            # its top examples and pairs; a full-page shot would be over 400 KB).
+            page.set_viewport_size({"width": 1200, "height": 1500})
             page.goto(f"{base}/latent/{sae}/{latent}")
             shots.append(args.out / "explorer-latent.png")
-            page.screenshot(path=str(shots[-1]), full_page=True)
+            page.screenshot(path=str(shots[-1]))
+            # The dashboard of a latent that fires often enough to fill every panel.
+            busy = args.dashboard_latent
+            if busy is None:
+                sample = browser.sample(explorer.sae(sae))
+                counts = sample.offsets_E1[1:] - sample.offsets_E1[:-1]
+                busy = int((counts - 400).abs().argmin())  # common, not the most common
+            page.set_viewport_size({"width": 1200, "height": 1400})
+            page.goto(f"{base}/latent/{sae}/{busy}")
+            page.locator("#dashboard").scroll_into_view_if_needed()
+            shots.append(args.out / "explorer-dashboard.png")
+            page.locator("#dashboard").screenshot(path=str(shots[-1]))
+            report = browser.run.path / "report.html"
+            if report.is_file():
+                page.set_viewport_size({"width": 1400, "height": 1000})
+                page.goto(report.resolve().as_uri())
+                shots.append(args.out / "report.png")
+                page.screenshot(path=str(shots[-1]))
+                # The sticky header would cover the top of an element's screenshot.
+                page.add_style_tag(content="header.top { position: static; }")
+                shots.append(args.out / "report-dashboard.png")
+                page.locator("#pair-1").screenshot(path=str(shots[-1]))
         chromium.close()
     server.should_exit = True
     thread.join(timeout=10)

@@ -39,8 +39,10 @@ def world(tmp_path_factory):
     import transformers as T
 
     from pivotal_sae.absorption.cooccurrence import DenseCooccurrence
+    from pivotal_sae.absorption.dashboard import collect_sample
     from pivotal_sae.absorption.examples import TopExamples
     from pivotal_sae.absorption.explanations import read_explanations
+    from pivotal_sae.absorption.jobs.pairs import tokenizer_text
     from pivotal_sae.absorption.pairs import find_decoder_pairs, find_effect_pairs
     from pivotal_sae.absorption.report import write_report
     from pivotal_sae.absorption.results import save_cooccurrences, save_effects, save_top_examples
@@ -111,8 +113,9 @@ def world(tmp_path_factory):
     save_top_examples(run / "top_examples.safetensors", examples, {**meta, **ids})
     write_report(
         run, search, decoder_pairs=decoder, examples=examples, explanations=explanations,
-        neuronpedia_id=NP_ID, summary={"model": str(model_dir)},
-        token_text=lambda t: [lm.tokenizer.decode([i]) for i in t],
+        neuronpedia_id=NP_ID, summary={"model": str(model_dir), "reader_sae": "reader"},
+        token_text=tokenizer_text(lm.tokenizer), counter=counter,
+        effects=(effects_eE, how_often_e), sample=collect_sample(lm, ablator, contexts),
     )  # fmt: skip
     atomic_write_json(run / "summary.json", {"model": str(model_dir), "pairs": len(search.pairs)})
     return {

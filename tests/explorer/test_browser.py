@@ -118,6 +118,21 @@ def test_pairs_and_latent_pages_in_chromium(page, live_server, tmp_path):
     assert "Latent 0" in page.locator("#result-title").inner_text()
 
 
+def test_the_dashboard_in_chromium(page, live_server, browser, tmp_path):
+    sae = "blocks.0.hook_resid_post"
+    sample = browser.sample(browser.explorer.saes[sae])
+    busy = int((sample.offsets_E1[1:] - sample.offsets_E1[:-1]).argmax())
+    errors, dialogs = len(page.console_errors), len(page.dialogs)  # earlier tests' stay theirs
+    page.goto(f"{live_server}/latent/{sae}/{busy}")
+    bars = page.locator("#dashboard svg.hbars rect")
+    assert bars.count() == 24 and page.locator("#dashboard svg.hbars").is_visible()
+    assert page.locator("#dashboard .panel").count() == 5
+    assert page.locator("#dashboard .bands .example").count() >= 4
+    assert _page_width(page) <= 1200
+    assert page.console_errors[errors:] == [] and page.dialogs[dialogs:] == []
+    _shot(page, tmp_path, "explorer-dashboard-test.png")
+
+
 def _page_width(page) -> int:
     return page.evaluate("() => document.documentElement.scrollWidth")
 
@@ -132,6 +147,7 @@ def _wide_report(folder: Path) -> Path:
     """A report whose examples have the default window (10 tokens before, 5 after) of long
     words, as a real `absorb` run's have."""
     from pivotal_sae.absorption.cooccurrence import DenseCooccurrence
+    from pivotal_sae.absorption.dashboard import ActivationSample
     from pivotal_sae.absorption.examples import TopExamples
     from pivotal_sae.absorption.explanations import Explanations
     from pivotal_sae.absorption.pairs import find_effect_pairs
@@ -151,9 +167,14 @@ def _wide_report(folder: Path) -> Path:
         cooccurrence_threshold=100, cosine_sim_threshold=-1,
     )  # fmt: skip
     explained = Explanations({i: [f"mentions of institutions, case {i}"] for i in range(12)}, "t")
+    sample = ActivationSample.from_batches(
+        [(acts_BSE, token_ids_BS, torch.ones(8, 32, dtype=torch.bool))], 12
+    )
     paths = write_report(
         folder, search, examples=examples, explanations=explained, neuronpedia_id="m/s",
         token_text=lambda ids: [WORDS[i] for i in ids], summary={"model": "tiny"}, html_pairs=5,
+        counter=counter, effects=(torch.randn(12, 6, generator=generator),
+                                  torch.ones(12, dtype=torch.int64)), sample=sample,
     )  # fmt: skip
     return paths["report.html"]
 
@@ -168,6 +189,8 @@ def test_pair_cards_fit_the_window(page, live_server, tmp_path, width):
     try:
         page.goto(report.as_uri())
         assert page.locator("article.pair").count() == 5
+        # The first pairs' dashboards are open, with their histograms drawn.
+        assert page.locator("#pair-1 details.dash-wrap[open] svg.hbars").count() == 2
         report_width = _page_width(page)
         page.locator("#pair-1").scroll_into_view_if_needed()
         page.screenshot(path=str(tmp_path / f"report-cards-{width}.png"))

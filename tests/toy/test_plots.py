@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -32,3 +34,26 @@ def test_a_reused_figure_draws_what_a_fresh_one_draws(arch, tmp_path):
     before = np.asarray(Image.open(tmp_path / "reused" / "step_0000005_decoder_vs_features.png"))
     after = np.asarray(Image.open(tmp_path / "reused" / "step_0000007_decoder_vs_features.png"))
     assert not np.array_equal(before, after), "the second round must show the second SAE"
+
+
+# Symbols of the code (d_e, d_en, r d_en), bracketed groups, "x2" counts, "consecutive".
+JARGON = re.compile(r"\bd_e|\br d_|\[|\bx\d|consecutive")
+
+
+@pytest.mark.parametrize("arch", ["hierarchical", "topk"])
+def test_plot_labels_are_plain_words(arch, tmp_path):
+    features = make_features(6, 2, 10, 0.4, torch.Generator().manual_seed(0))
+    sae = build_toy_sae(arch, 10, 6, 2, n_children=2, generator=torch.Generator().manual_seed(1))
+    plots = RunPlots(tmp_path)
+    plots.feature_similarity(features)
+    plots.round(5, sae, features)
+    labels = []
+    for _, ax, _ in plots._figures.values():
+        labels += [ax.get_xlabel(), ax.get_ylabel(), ax.get_title()]
+    assert len(labels) == 15 and all(labels)
+    for label in labels:
+        assert not JARGON.search(label), label
+    norms_ax = plots._figures["decoder_norms"][1]
+    if arch == "hierarchical":
+        assert "blue = its children found both siblings" in norms_ax.get_xlabel()
+    assert norms_ax.get_ylabel() == "direction length (norm)"

@@ -66,6 +66,12 @@ def test_run_directory_holds_every_output(tmp_path):
     for name in ("decoder_vs_features", "decoder_vs_features_sorted", "latent_vs_latent"):
         assert f"step_0000060_{name}.png" in plots
     assert "step_0000060_decoder_norms.png" in plots
+    # Training curves beside TensorBoard, and an index page listing every plot.
+    assert (run / "plots" / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    index = (run / "plots" / "index.html").read_text()
+    for name in plots:
+        assert f'src="{name}"' in index
+    assert index.index('src="curves.png"') < index.index('src="step_0000060_decoder_norms.png"')
 
 
 @pytest.mark.parametrize("arch", ["topk", "matryoshka"])

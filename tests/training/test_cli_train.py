@@ -150,6 +150,12 @@ def test_train_sae_writes_saelens_dirs_metrics_and_summary(
     assert {"mse", "fvu", "l0", "dead_latents"} <= set(records[0])
     assert any((out / "tensorboard").iterdir())
     assert json.loads((out / "manifest.json").read_text())["job"] == "train-sae"
+    # Training curves as a PNG beside TensorBoard (a line per SAE), and the plots' index page.
+    from PIL import Image
+
+    curves = out / "plots" / "curves.png"
+    assert curves.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and Image.open(curves).width > 500
+    assert 'src="curves.png"' in (out / "plots" / "index.html").read_text()
 
 
 def test_default_saes_train_once_into_the_cache(tmp_path, monkeypatch, text_file, capsys):

@@ -67,3 +67,38 @@ def association_of_pair(c: int, f_a: int, f_b: int, tokens: int) -> dict[str, fl
         low, high = lift * math.exp(-Z_95 / math.sqrt(c)), lift * math.exp(Z_95 / math.sqrt(c))
     pmi = math.log(lift) if lift > 0 else -math.inf
     return {"jaccard": c / union, "lift": lift, "pmi": pmi, "low": low, "high": high}
+
+
+def jaccard_matrix(cooccurrences_ee: torch.Tensor) -> torch.Tensor:
+    """Jaccard of every pair, (E, E) float64, from counts whose diagonal is the firing counts
+    (0 where neither latent fired)."""
+    c_ee = cooccurrences_ee.double()
+    f_e = c_ee.diagonal()
+    union_ee = f_e[:, None] + f_e[None, :] - c_ee
+    return torch.where(union_ee > 0, c_ee / union_ee.clamp(min=1), 0.0)
+
+
+def cooccurrence_clusters(
+    cooccurrences_ee: torch.Tensor, threshold: float = 0.3, min_size: int = 2
+) -> list[list[int]]:
+    """Groups of latents that fire together: the connected components of the graph whose edges
+    join latents with Jaccard >= `threshold` (as Clarke et al.'s sae_cooccurrence builds its
+    graphs from the same counts). Components of at least `min_size` latents, largest first,
+    each sorted; ties by smallest member."""
+    jaccard_ee = jaccard_matrix(cooccurrences_ee)
+    jaccard_ee.fill_diagonal_(0.0)
+    i, j = (jaccard_ee >= threshold).nonzero(as_tuple=True)
+    labels_e = torch.arange(cooccurrences_ee.shape[0])
+    # Each latent takes the smallest label among its neighbours until nothing changes; at most
+    # the graph's diameter rounds, each one vectorized over all edges.
+    while True:
+        smallest_e = labels_e.scatter_reduce(0, i, labels_e[j], reduce="amin")
+        smallest_e = smallest_e[smallest_e]  # pointer jumping: halves the rounds needed
+        if torch.equal(smallest_e, labels_e):
+            break
+        labels_e = smallest_e
+    groups: dict[int, list[int]] = {}
+    for latent, label in enumerate(labels_e.tolist()):
+        groups.setdefault(label, []).append(latent)
+    found = [g for g in groups.values() if len(g) >= min_size]
+    return sorted(found, key=lambda g: (-len(g), g[0]))

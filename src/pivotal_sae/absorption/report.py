@@ -13,14 +13,18 @@ import base64
 import csv
 import io
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from pivotal_sae.absorption.dashboard import ActivationSample
 from pivotal_sae.absorption.examples import Example, TopExamples
 from pivotal_sae.absorption.explanations import Explanations, neuronpedia_url
 from pivotal_sae.absorption.pair_records import PairRecord, PairsDocument, pair_records
 from pivotal_sae.absorption.pairs import PairSearch
+from pivotal_sae.absorption.report_dashboards import report_dashboards
 from pivotal_sae.render import make_environment, stylesheet
 from pivotal_sae.runs import atomic_write_bytes, atomic_write_json, atomic_write_text
 
@@ -124,6 +128,8 @@ class LatentDetails:
 
     examples: list[TokenWindow] = field(default_factory=list)
     firing_frequency: float | None = None
+    dashboard: Any = None
+    """Its dashboard (`report_dashboards`), when the report has one."""
 
 
 def _visible(token: str) -> str:
@@ -150,6 +156,7 @@ def _details(
     token_text: TokenText | None,
     per_latent: int,
     tokens_counted: int | None,
+    dashboards: Mapping[int, Any] | None = None,
 ) -> dict[int, LatentDetails]:
     details = {}
     for record in records:
@@ -164,7 +171,11 @@ def _details(
             frequency = None
             if tokens_counted and side.firing_count is not None:
                 frequency = side.firing_count / tokens_counted
-            details[side.id] = LatentDetails(examples=found, firing_frequency=frequency)
+            details[side.id] = LatentDetails(
+                examples=found,
+                firing_frequency=frequency,
+                dashboard=(dashboards or {}).get(side.id),
+            )
     return details
 
 
@@ -183,8 +194,14 @@ def render_page(
     examples: TopExamples | None = None,
     token_text: TokenText | None = None,
     examples_per_latent: int = 3,
+    dashboards: Mapping[int, Any] | None = None,
+    dashboard_pairs: int = 50,
 ) -> str:
-    """report.html: the explorer's pair cards and stylesheet in one standalone page."""
+    """report.html: the explorer's pair cards and stylesheet in one standalone page; the
+    cards of the first `dashboard_pairs` pairs carry their latents' dashboards."""
+    details = _details(
+        effect_pairs, examples, token_text, examples_per_latent, _tokens(meta), dashboards
+    )
     return (
         make_environment()
         .get_template("report.html")
@@ -196,9 +213,10 @@ def render_page(
             histogram_data_uri=histogram_data_uri,
             effect_pairs=effect_pairs,
             decoder_pairs=decoder_pairs,
-            details=_details(
-                effect_pairs, examples, token_text, examples_per_latent, _tokens(meta)
-            ),
+            details=details,
+            # A latent of a later card shows no dashboard, even when an earlier card has it.
+            plain_details={k: replace(v, dashboard=None) for k, v in details.items()},
+            dashboard_pairs=dashboard_pairs,
         )
     )
 
@@ -217,12 +235,20 @@ def write_report(
     no_log_scale: bool = False,
     html_pairs: int = 200,
     examples_per_latent: int = 3,
+    counter: Any = None,
+    effects: tuple[Any, torch.Tensor] | None = None,
+    sample: ActivationSample | None = None,
+    dashboard_pairs: int = 50,
 ) -> dict[str, Path]:
     """Write the four report files into `out_dir` and return their paths by name.
 
     `summary` (model, SAEs, corpus, tokens counted, ...) heads the page and pairs.json's
     `meta`; `token_text` turns token ids into display strings (default: `⟨id⟩`); the page shows
-    the first `html_pairs` pairs, the JSON and CSV all of them.
+    the first `html_pairs` pairs, the JSON and CSV all of them. Each latent of the first
+    `dashboard_pairs` pairs gets a dashboard (~9 KB of HTML each) from what is given:
+    `counter` (co-occurrence counts: correlated latents), `effects` ((effects_eE,
+    how_often_activated_e): reader latents moved) and `sample` (an `ActivationSample`:
+    histogram, top tokens, quantile examples).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -259,6 +285,14 @@ def write_report(
         log_scale=not no_log_scale,
     )
     atomic_write_bytes(paths["histogram.png"], png)
+    dashboards = report_dashboards(
+        (side.id for record in records[:dashboard_pairs] for side in (record.a, record.b)),
+        counter=counter,
+        effects=effects,
+        sample=sample,
+        token_text=token_text,
+        reader_label=meta.get("reader_hook") or meta.get("reader_sae"),
+    )
     page = render_page(
         title=title,
         meta=meta,
@@ -270,6 +304,8 @@ def write_report(
         token_text=token_text,
         histogram_data_uri="data:image/png;base64," + base64.b64encode(png).decode(),
         examples_per_latent=examples_per_latent,
+        dashboards=dashboards,
+        dashboard_pairs=dashboard_pairs,
     )
     atomic_write_text(paths["report.html"], page)
     return paths

@@ -10,6 +10,9 @@ from fastapi.security import HTTPBearer
 
 from pivotal_sae.explorer.browse import PAIR_KINDS, Browser
 from pivotal_sae.explorer.schemas import (
+    AssociationsOut,
+    ClustersOut,
+    Dashboard,
     ExplorerInfo,
     HighlightRequest,
     HighlightResponse,
@@ -97,3 +100,45 @@ def pairs(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> PairsPage:
     return b.pairs(kind, offset, limit)
+
+
+@router.get(
+    "/dashboard/{sae:path}/{index}",
+    response_model=Dashboard,
+    summary="A latent's dashboard: histogram, quantile examples, top tokens, effects, logits",
+)
+def dashboard(
+    b: Explore,
+    sae: Annotated[str, Path(max_length=200)],
+    index: Annotated[int, Path(ge=0)],
+) -> Dashboard:
+    return b.dashboard(sae, index)
+
+
+@router.get(
+    "/associations/{sae:path}/{index}",
+    response_model=AssociationsOut,
+    summary="The latents that fire with a latent: Jaccard, lift, PMI and lift's 95 % interval",
+    responses={404: {"description": "No --run directory with co-occurrence counts."}},
+)
+def associations(
+    b: Explore,
+    sae: Annotated[str, Path(max_length=200)],
+    index: Annotated[int, Path(ge=0)],
+    k: Annotated[int, Query(ge=1, le=500)] = 20,
+) -> AssociationsOut:
+    return b.associations(sae, index, k)
+
+
+@router.get(
+    "/clusters",
+    response_model=ClustersOut,
+    summary="Clusters of co-occurring latents (components of the Jaccard >= threshold graph)",
+    responses={404: {"description": "No --run directory with co-occurrence counts."}},
+)
+def clusters(
+    b: Explore,
+    threshold: Annotated[float, Query(gt=0, le=1)] = 0.3,
+    min_size: Annotated[int, Query(ge=1, le=1000)] = 2,
+) -> ClustersOut:
+    return b.clusters(threshold, min_size)

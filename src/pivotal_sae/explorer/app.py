@@ -125,7 +125,7 @@ def build_browser(config: ServeConfig) -> Browser:
         max_prompt_chars=config.max_prompt_chars,
         max_prompt_tokens=config.max_prompt_tokens,
     )
-    return Browser(explorer, run, run_sae)
+    return Browser(explorer, run, run_sae, sample_contexts=config.dashboard_contexts)
 
 
 def loopback_hosts(host: str) -> list[str]:

@@ -91,10 +91,15 @@ class ServeConfig(SaeOptions, ModelOptions):
     max_request_bytes: int = 65536
     """Largest request body accepted, in bytes (larger: HTTP 413)."""
 
+    dashboard_contexts: int = 128
+    """Contexts of 64 tokens (embedded corpus) behind each SAE's dashboard histograms, top
+    tokens and quantile examples, run once at its first dashboard; 0 leaves those panels out."""
+
     def __post_init__(self) -> None:
         self.check_model_options()
         self.check_sae_options()
         for name, value, least in (
+            ("--dashboard-contexts", self.dashboard_contexts, 0),
             ("--max-prompt-chars", self.max_prompt_chars, 1),
             ("--max-prompt-tokens", self.max_prompt_tokens, 2),
             ("--max-request-bytes", self.max_request_bytes, 1024),

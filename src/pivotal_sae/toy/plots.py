@@ -13,6 +13,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from pivotal_sae.curves import plain_label
 from pivotal_sae.saes.hierarchical import HierarchicalSae
 from pivotal_sae.saes.topk import TopKSae
 from pivotal_sae.toy.data import ToyFeatures
@@ -56,15 +57,23 @@ class RunPlots:
         self.directory = directory
         self._figures: dict[str, tuple[Any, Any, Any]] = {}  # name -> figure, axes, artist
 
+    def finish(self, run_dir: Path, summary: dict[str, Any]) -> None:
+        """The run's curves (`plots/curves.png`, from metrics.jsonl) and `plots/index.html`."""
+        from pivotal_sae.curves import write_run_plots  # matplotlib figures, at the end only
+
+        shown = ("pair_detection_rate", "absorption_rate", "val_reconstruction_mse", "steps")
+        facts = {plain_label(k): summary[k] for k in shown if summary.get(k) is not None}
+        write_run_plots(run_dir, f"Toy run {run_dir.name}", facts)
+
     def feature_similarity(self, features: ToyFeatures) -> None:
         children_CM = features.children_CM
         self._heatmap(
             "",
             "feature_vs_feature",
             cosine_sims(children_CM, children_CM),
-            "Ground-truth child features vs each other",
-            "child feature (siblings consecutive)",
-            "child feature",
+            "True child features vs each other (cosine)",
+            "true child feature (siblings side by side)",
+            "true child feature",
             features.n_children,
             features.n_children,
         )
@@ -76,28 +85,33 @@ class RunPlots:
         group = 1 + sae.n_children if isinstance(sae, HierarchicalSae) else 1
         rows_GM = latent_groups(sae)
         sims_GC = cosine_sims(rows_GM, features.children_CM)
-        what = "groups of [parent d_e, children d_e + r d_en]" if group > 1 else "decoder rows"
+        what = (
+            "each parent latent, then its children as parent + scaled child direction"
+            if group > 1
+            else "each latent's decoder direction"
+        )
         common = (
-            "child feature (siblings consecutive)",
+            "true child feature (siblings side by side)",
             f"latent ({what})",
             group,
             features.n_children,
         )
-        self._heatmap(prefix, "decoder_vs_features", sims_GC, f"Step {step}", *common)
+        title = f"Step {step}: latent directions vs true child features"
+        self._heatmap(prefix, "decoder_vs_features", sims_GC, title, *common)
         order = group_order(sae, features)
         rows_sorted = sims_GC.view(-1, group, sims_GC.shape[1])[order].flatten(0, 1)
         self._heatmap(
             prefix,
             "decoder_vs_features_sorted",
             rows_sorted,
-            f"Step {step}, latents sorted by matched feature",
+            f"Step {step}: latents sorted by the true feature they match best",
             *common,
         )
         self._heatmap(
             prefix,
             "latent_vs_latent",
             cosine_sims(rows_GM, rows_GM),
-            f"Step {step}, latent directions vs each other",
+            f"Step {step}: latent directions vs each other (cosine)",
             f"latent ({what})",
             f"latent ({what})",
             group,
@@ -160,12 +174,14 @@ class RunPlots:
                 ("tab:blue" if ok else "tab:red") for ok in ok_E.tolist() for _ in range(width)
             ]
             xlabel = (
-                f"parent latent groups: [d_e, d_en x{n}, r d_en x{n}, d_e + r d_en x{n}]; "
-                "blue = pair detected, red = not"
+                f"each parent latent: its direction, its {n} child directions, those scaled by "
+                "their firing ratio, and parent + scaled child; blue = its children found "
+                "both siblings, red = not"
             )
         else:
             norms = sae.W_dec.norm(dim=-1)
-            xs, colors, xlabel = list(range(sae.d_sae)), ["tab:gray"] * sae.d_sae, "latent"
+            xs, colors = list(range(sae.d_sae)), ["tab:gray"] * sae.d_sae
+            xlabel = "latent"
         heights = norms.flatten().tolist()
         if "decoder_norms" not in self._figures:
             fig = _figure(10, 4)
@@ -173,13 +189,13 @@ class RunPlots:
             # Bars as one line collection: hundreds of bar patches made this the slowest plot.
             lines = ax.vlines(xs, 0, heights, linewidth=2.5)
             ax.set_xlabel(xlabel)
-            ax.set_ylabel("norm")
+            ax.set_ylabel("direction length (norm)")
             self._figures["decoder_norms"] = (fig, ax, lines)
         fig, ax, lines = self._figures["decoder_norms"]
         lines.set_segments([[(x, 0.0), (x, h)] for x, h in zip(xs, heights, strict=True)])
         lines.set_color(colors)
         ax.set_ylim(0, 1.05 * max(max(heights), 1e-6))
-        ax.set_title(f"Step {step}, decoder norms")
+        ax.set_title(f"Step {step}: length of each decoder direction")
         _save(fig, self.directory / f"{prefix}decoder_norms.png")
 
 

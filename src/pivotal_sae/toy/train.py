@@ -373,6 +373,8 @@ def _train(
     final = evaluate(lab, config.max_step)
     summary = summarize(final, config, steps_run=config.max_step - start, seconds=elapsed)
     atomic_write_json(run_dir / "summary.json", summary)
+    if plots:
+        plots.finish(run_dir, summary)
     return summary
 
 

@@ -29,6 +29,7 @@ import torch
 
 from pivotal_sae import distributed
 from pivotal_sae.configs import config_to_dict
+from pivotal_sae.curves import write_run_plots
 from pivotal_sae.errors import UserError
 from pivotal_sae.lm.buffer import ActivationBuffer
 from pivotal_sae.lm.contexts import Contexts
@@ -275,6 +276,8 @@ def train(config: TrainSaeConfig, out: Path, resuming: bool = False) -> dict[str
             atomic_write_json(directory / "summary.json", entry)
     if len(hooks) == 1:
         summary = {**summary["saes"][hooks[0]], **summary}
+    # Plots before the summary: the summary marks the run finished (a resume only tidies).
+    write_run_plots(out, f"train-sae {out.name}", {"tokens": f"{tokens:,}", "SAEs": len(hooks)})
     atomic_write_json(out / "summary.json", summary)
     checkpoints.clear()
     return summary

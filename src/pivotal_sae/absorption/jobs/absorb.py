@@ -15,6 +15,7 @@ from pathlib import Path
 
 from pivotal_sae import distributed
 from pivotal_sae.absorption.config import AbsorbConfig
+from pivotal_sae.absorption.dashboard import sample_of_contexts
 from pivotal_sae.absorption.jobs import setup
 from pivotal_sae.absorption.jobs.ablate import ablation_stage, check_ablation_inputs
 from pivotal_sae.absorption.jobs.cooccur import check_memory, cooccurrence_stage
@@ -74,6 +75,7 @@ def _absorb(config: AbsorbConfig, run_dir: Path, resuming: bool) -> Path:
         cooc_meta=state.file_metadata(), examples=state.examples,
         W_dec_EM=models.ablator.W_dec.detach(), token_text=tokenizer_text(models.lm.tokenizer),
         device=models.lm.device, explanations=explanations, graded_by=graded_by,
+        sample=sample_of_contexts(models.lm, models.ablator, counted),
     )  # fmt: skip
     wall = {"wall_seconds": round(time.perf_counter() - started, 2), "resumed": resuming}
     summary = setup.update_summary(run_dir, "absorb", wall)

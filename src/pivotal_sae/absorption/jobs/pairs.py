@@ -21,6 +21,7 @@ from pivotal_sae.absorption import results
 from pivotal_sae.absorption.ablation import AblationEffects
 from pivotal_sae.absorption.config import PairJobConfig, PairsConfig
 from pivotal_sae.absorption.cooccurrence import DenseCooccurrence, SparseCooccurrence
+from pivotal_sae.absorption.dashboard import ActivationSample
 from pivotal_sae.absorption.examples import TopExamples
 from pivotal_sae.absorption.explanations import Explanations
 from pivotal_sae.absorption.finder import AbsorptionCandidate, CandidateSearch, find_partial_pairs
@@ -180,8 +181,11 @@ def pairs_stage(
     device: torch.device,
     explanations: Explanations | None = None,
     graded_by: tuple[set[frozenset[int]], dict[str, Any]] | None = None,
+    sample: ActivationSample | None = None,
 ) -> PairsFound:
-    """Search the pairs and write the report into `out` (`explanations`: read beforehand)."""
+    """Search the pairs and write the report into `out` (`explanations`: read beforehand;
+    `graded_by`: a category score's pairs and summary to grade the lists against; `sample`:
+    the activations its dashboards' histograms and quantile examples come from)."""
     from pivotal_sae.absorption.explanations import load_explanations
     from pivotal_sae.absorption.report import write_report
 
@@ -220,6 +224,7 @@ def pairs_stage(
         out, search, decoder_pairs=decoder, examples=examples, explanations=explanations,
         neuronpedia_id=neuronpedia_id, token_text=token_text, summary=summary,
         no_log_scale=config.no_log_scale,
+        counter=counter, effects=(effects, effects.how_often_activated_e), sample=sample,
     )  # fmt: skip
     original_top = [
         {"latent_a": p.latent_a, "latent_b": p.latent_b, "cosine": round(p.cosine, 4),
