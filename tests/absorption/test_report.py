@@ -83,10 +83,41 @@ def test_html_escapes_and_is_self_contained(tmp_path, generator):
     assert page.count('<article class="card pair"') == 10
 
 
-def test_the_report_says_its_pairs_are_not_graded(tmp_path, generator):
-    """Results not graded against ground truth are labelled where a user sees them."""
-    paths, _, _ = make_report(tmp_path, generator, html_pairs=3)
-    assert "Not graded." in paths["report.html"].read_text()
+def test_the_report_says_how_each_list_was_graded(tmp_path, generator):
+    """Every list on the page carries its grade against ground truth; the partial method's
+    candidates come first, each with its evidence, escaped."""
+    from pivotal_sae.absorption.finder import find_partial_pairs
+    from pivotal_sae.render.grades import GRADE_NOTES
+
+    paths, _, _ = make_report(tmp_path / "original", generator, html_pairs=3)
+    page = paths["report.html"].read_text()
+    assert "Graded, and found wanting." in page and "candidate-1" not in page
+    acts_TE = sparse_acts(240, 20, 0.2, generator)
+    counter = DenseCooccurrence(20)
+    counter.update(acts_TE, contexts=12)
+    W_dec_EM = torch.randn(20, 6, generator=generator).abs()  # alike: many candidates
+    candidates = find_partial_pairs(W_dec_EM, counter, min_firing=1, max_pairs=30)
+    grade = {"category_pairs": 4, "original": {"found_in_list": 0},
+             "partial": {"found_in_list": 1, "recall_at_100": 0.25},
+             "partial_confirmed_ranks": [7]}  # fmt: skip
+    paths, _, _ = make_report(
+        tmp_path / "partial", generator, html_pairs=3, candidates=candidates, run_grade=grade,
+        candidate_cards=12,
+    )  # fmt: skip
+    page = paths["report.html"].read_text()
+    import markupsafe
+
+    assert str(markupsafe.escape(GRADE_NOTES["partial"])) in page
+    assert page.index('id="candidates"') < page.index('id="pair-1"')
+    assert page.count('id="candidate-') == 12
+    first = candidates.pairs[0]
+    assert f"{first.parent} → {first.absorber}" in page
+    assert (
+        f"score {first.score:.3f}" in page and f"decoder cosine {first.decoder_cosine:.3f}" in page
+    )
+    assert "at rank 7;" in page and "recall at 100 0.25" in page
+    assert f"{XSS} latent {first.parent}" not in page  # explanations escaped
+    assert "<script" not in page.lower()
 
 
 def test_html_uses_the_explorers_stylesheet_and_cards(tmp_path, generator):

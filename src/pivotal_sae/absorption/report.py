@@ -22,7 +22,13 @@ import torch
 from pivotal_sae.absorption.dashboard import ActivationSample
 from pivotal_sae.absorption.examples import Example, TopExamples
 from pivotal_sae.absorption.explanations import Explanations, neuronpedia_url
-from pivotal_sae.absorption.pair_records import PairRecord, PairsDocument, pair_records
+from pivotal_sae.absorption.finder import AbsorptionCandidate, CandidateSearch
+from pivotal_sae.absorption.pair_records import (
+    LatentRecord,
+    PairRecord,
+    PairsDocument,
+    pair_records,
+)
 from pivotal_sae.absorption.pairs import PairSearch
 from pivotal_sae.absorption.report_dashboards import report_dashboards
 from pivotal_sae.render import make_environment, stylesheet
@@ -196,9 +202,11 @@ def render_page(
     examples_per_latent: int = 3,
     dashboards: Mapping[int, Any] | None = None,
     dashboard_pairs: int = 50,
+    candidates: CandidateSection | None = None,
 ) -> str:
     """report.html: the explorer's pair cards and stylesheet in one standalone page; the
-    cards of the first `dashboard_pairs` pairs carry their latents' dashboards."""
+    cards of the first `dashboard_pairs` pairs carry their latents' dashboards; `candidates`
+    (the partial method's pairs) come first when given."""
     details = _details(
         effect_pairs, examples, token_text, examples_per_latent, _tokens(meta), dashboards
     )
@@ -217,7 +225,66 @@ def render_page(
             # A latent of a later card shows no dashboard, even when an earlier card has it.
             plain_details={k: replace(v, dashboard=None) for k, v in details.items()},
             dashboard_pairs=dashboard_pairs,
+            candidates=candidates,
         )
+    )
+
+
+@dataclass
+class CandidateSection:
+    """The partial method's pairs as report.html shows them (`_candidate.html`)."""
+
+    shown: list[AbsorptionCandidate]
+    n_listed: int
+    n_scored: int
+    exponent: float
+    details: dict[int, LatentDetails]
+    ablations: dict[int, int | None]
+    urls: dict[int, str | None]
+    explanations: dict[int, str | None]
+    run_grade: Mapping[str, Any] | None = None
+    """How the lists fare against this SAE's category score (`jobs.pairs.category_grade`)."""
+
+
+def candidate_section(
+    search: CandidateSearch,
+    *,
+    examples: TopExamples | None,
+    token_text: TokenText | None,
+    explanations: Explanations | None,
+    neuronpedia_id: str | None,
+    ablations_e: torch.Tensor | None,
+    tokens_counted: int | None,
+    dashboards: Mapping[int, Any],
+    run_grade: Mapping[str, Any] | None,
+    shown: int,
+    examples_per_latent: int,
+) -> CandidateSection:
+    pairs = search.pairs[:shown]
+    records = [
+        PairRecord(
+            a=LatentRecord(c.parent, firing_count=c.firing_parent),
+            b=LatentRecord(c.absorber, firing_count=c.firing_absorber),
+            cosine_similarity=c.decoder_cosine,
+        )
+        for c in pairs
+    ]
+    details = _details(records, examples, token_text, examples_per_latent, tokens_counted,
+                       dashboards)  # fmt: skip
+    ids = sorted(details)
+    return CandidateSection(
+        shown=pairs,
+        n_listed=len(search.pairs),
+        n_scored=search.n_scored,
+        exponent=float(search.settings["exponent"]),  # type: ignore[arg-type]
+        details=details,
+        ablations={
+            i: None if ablations_e is None or int(ablations_e[i]) == 0 else int(ablations_e[i])
+            for i in ids
+        },
+        urls={i: _url(neuronpedia_id, i) for i in ids},
+        explanations={i: explanations.get(i) if explanations else None for i in ids},
+        run_grade=run_grade,
     )
 
 
@@ -239,6 +306,10 @@ def write_report(
     effects: tuple[Any, torch.Tensor] | None = None,
     sample: ActivationSample | None = None,
     dashboard_pairs: int = 50,
+    candidates: CandidateSearch | None = None,
+    run_grade: Mapping[str, Any] | None = None,
+    candidate_cards: int = 50,
+    candidate_dashboards: int = 20,
 ) -> dict[str, Path]:
     """Write the four report files into `out_dir` and return their paths by name.
 
@@ -248,7 +319,10 @@ def write_report(
     `dashboard_pairs` pairs gets a dashboard (~9 KB of HTML each) from what is given:
     `counter` (co-occurrence counts: correlated latents), `effects` ((effects_eE,
     how_often_activated_e): reader latents moved) and `sample` (an `ActivationSample`:
-    histogram, top tokens, quantile examples).
+    histogram, top tokens, quantile examples). `candidates` (the partial method's pairs) head
+    the page, the first `candidate_cards` as cards, the latents of the first
+    `candidate_dashboards` with dashboards; `run_grade` says how they fare against this SAE's
+    category score.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -293,6 +367,29 @@ def write_report(
         token_text=token_text,
         reader_label=meta.get("reader_hook") or meta.get("reader_sae"),
     )
+    section = None
+    if candidates is not None:
+        candidate_boards = report_dashboards(
+            (i for c in candidates.pairs[:candidate_dashboards] for i in (c.parent, c.absorber)),
+            counter=counter,
+            effects=effects,
+            sample=sample,
+            token_text=token_text,
+            reader_label=meta.get("reader_hook") or meta.get("reader_sae"),
+        )
+        section = candidate_section(
+            candidates,
+            examples=examples,
+            token_text=token_text,
+            explanations=explanations,
+            neuronpedia_id=neuronpedia_id,
+            ablations_e=effects[1] if effects is not None else None,
+            tokens_counted=_tokens(meta),
+            dashboards=candidate_boards,
+            run_grade=run_grade,
+            shown=candidate_cards,
+            examples_per_latent=examples_per_latent,
+        )
     page = render_page(
         title=title,
         meta=meta,
@@ -306,6 +403,7 @@ def write_report(
         examples_per_latent=examples_per_latent,
         dashboards=dashboards,
         dashboard_pairs=dashboard_pairs,
+        candidates=section,
     )
     atomic_write_text(paths["report.html"], page)
     return paths

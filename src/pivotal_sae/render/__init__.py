@@ -40,7 +40,9 @@ def make_environment(*template_dirs: Path) -> Any:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.globals.update(shade=shade_class)
+    from pivotal_sae.render.grades import GRADE_NOTES
+
+    env.globals.update(shade=shade_class, grade_notes=GRADE_NOTES)
     env.filters["count"] = lambda n: "–" if n is None else f"{n:,}"
     env.filters["num"] = lambda x, digits=3: "–" if x is None else f"{x:.{digits}g}"
     # "1 context", "3 contexts": `{{ n|plural("context") }}`

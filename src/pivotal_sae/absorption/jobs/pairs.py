@@ -225,6 +225,7 @@ def pairs_stage(
         neuronpedia_id=neuronpedia_id, token_text=token_text, summary=summary,
         no_log_scale=config.no_log_scale,
         counter=counter, effects=(effects, effects.how_often_activated_e), sample=sample,
+        candidates=partial, run_grade=grade,
     )  # fmt: skip
     original_top = [
         {"latent_a": p.latent_a, "latent_b": p.latent_b, "cosine": round(p.cosine, 4),
