@@ -16,6 +16,7 @@ import torch
 from safetensors.torch import load_file
 
 from pivotal_sae.runs import atomic_save_safetensors, atomic_write_json
+from pivotal_sae.saes.batchtopk import BatchTopKSae, MatryoshkaBatchTopKSae
 from pivotal_sae.saes.hierarchical import HierarchicalSae
 from pivotal_sae.saes.matryoshka import MatryoshkaSae
 from pivotal_sae.saes.topk import Init, TopKSae
@@ -28,7 +29,8 @@ ToySae = TopKSae  # every toy architecture subclasses TopKSae
 #: Toy architectures by name (each class's `architecture`), as `saes.sae.ARCHITECTURES` maps
 #: the language-model side's; the same directory of a hierarchical SAE loads in both.
 TOY_ARCHITECTURES: dict[str, type[TopKSae]] = {
-    cls.architecture: cls for cls in (TopKSae, HierarchicalSae, MatryoshkaSae)
+    cls.architecture: cls
+    for cls in (TopKSae, HierarchicalSae, MatryoshkaSae, BatchTopKSae, MatryoshkaBatchTopKSae)
 }
 
 

@@ -57,9 +57,12 @@ class ToyTrainConfig:
     """Data: `seed` (the planted parent/child features below) or a SAELens synthetic world,
     `synthsaebench-16k` (the published benchmark) or `synthsaebench-small` (small, for CPU)."""
 
-    arch: Literal["topk", "hierarchical", "matryoshka"] = "hierarchical"
+    arch: Literal["topk", "hierarchical", "matryoshka", "batchtopk", "matryoshka-batchtopk"] = (
+        "hierarchical"
+    )
     """SAE architecture: flat TopK, hierarchical (winner-take-all children under each TopK parent
-    latent) or Matryoshka (nested-prefix TopK)."""
+    latent), Matryoshka (nested-prefix TopK), BatchTopK (k per row on average over the batch, a
+    learned threshold at inference) or Matryoshka over a BatchTopK selection."""
 
     hierarchical: bool = field(default=False, metadata={"flag": "--hierarchical"})
     """The original code's spelling of `--arch hierarchical`."""
@@ -286,7 +289,7 @@ class ToyTrainConfig:
                 f"--matryoshka-prefixes must lie between 1 and --sae-hidden-dim ({width})",
             ),
             (
-                not prefixes or self.arch == "matryoshka",
+                not prefixes or self.arch.startswith("matryoshka"),
                 "--matryoshka-prefixes only applies to --arch matryoshka",
             ),
             (
