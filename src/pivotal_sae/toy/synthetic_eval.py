@@ -106,12 +106,15 @@ def absorption_gap(
     parents = sorted({p for p, _ in pairs})
     parent_index = {p: i for i, p in enumerate(parents)}
     # children_PF[i, f]: feature f is a child of parents[i]
+    device = gt_FM.device
     children_PF = torch.zeros(len(parents), gt_FM.shape[0], dtype=torch.bool)
     for p, c in pairs:
         children_PF[parent_index[p], c] = True
-    parents_P = torch.tensor(parents)
+    children_PF = children_PF.to(device)
+    parents_P = torch.tensor(parents, device=device)
     best_latent_P = cosine_FL[parents_P].argmax(dim=1)
-    counts = torch.zeros(4, len(parents))  # with child, silent with child, alone, silent alone
+    # with child, silent with child, alone, silent alone
+    counts = torch.zeros(4, len(parents), device=device)
     rows = 0
     while rows < samples:
         n = min(5_000, samples - rows)
@@ -119,7 +122,7 @@ def absorption_gap(
         if feature_acts_BF.is_sparse:
             feature_acts_BF = feature_acts_BF.to_dense()
         active_BF = feature_acts_BF != 0
-        silent_BP = sae.encode(hidden_BM)[:, best_latent_P] == 0
+        silent_BP = sae.encode(hidden_BM)[:, best_latent_P.to(hidden_BM.device)].to(device) == 0
         parent_on_BP = active_BF[:, parents_P]
         child_on_BP = (active_BF.float() @ children_PF.T.float()) > 0
         with_child_BP = parent_on_BP & child_on_BP
