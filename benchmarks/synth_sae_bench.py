@@ -22,7 +22,6 @@ budget one H100 call can hold; the published budget is 200M samples. A CPU check
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
@@ -194,7 +193,9 @@ def write_results(out: Path, results: dict[str, Any]) -> None:
         "|---" * (len(COLUMNS) + 2) + "|",
     ]
     lines += [
-        f"| {row['arch']} | {row['l0_target']} | " + " | ".join(cell(row, c) for c in COLUMNS) + " |"
+        f"| {row['arch']} | {row['l0_target']} | "
+        + " | ".join(cell(row, c) for c in COLUMNS)
+        + " |"
         for row in results["rows"]
     ]
     partial = out / "results.md.partial"
@@ -249,7 +250,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for arch in args.arch:
             elapsed = time.perf_counter() - began
             if args.max_seconds and elapsed + last_seconds > args.max_seconds:
-                print(f"skip {arch} at L0 {k}: {elapsed:.0f}s gone, the last took {last_seconds:.0f}s")
+                print(
+                    f"skip {arch} at L0 {k}: {elapsed:.0f}s gone, the last took {last_seconds:.0f}s"
+                )
                 results["rows"].append({"arch": arch, "l0_target": k, "skipped": "time"})
                 write_results(args.out, results)
                 continue
@@ -265,7 +268,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             results["rows"].append(row)
             write_results(args.out, results)
             reference = PUBLISHED_SCORES.get((arch, k))
-            note = f" (published F1/MCC at 200M: {reference[0]}/{reference[1]})" if reference else ""
+            note = (
+                f" (published F1/MCC at 200M: {reference[0]}/{reference[1]})" if reference else ""
+            )
             print(
                 f"{arch} L0 {k}: F1 {row['f1']:.3f} MCC {row['mcc']:.3f} EV "
                 f"{row['explained_variance']:.3f} gap {row['absorption_gap']:.3f} L0 "

@@ -3,8 +3,9 @@
 Training keeps the `k * B` largest ReLU'd pre-activations of the whole batch rather than `k` per
 row, so rows that hold more features may use more latents. Inference cannot see a batch, so a
 threshold (an exponential moving average, coefficient 0.01, of the smallest kept activation of
-each training batch, as SAELens computes it) replaces the selection: a latent fires where its
-pre-activation exceeds it.
+each training batch, as SAELens computes it, started at the first batch's) replaces the
+selection: a latent fires where its pre-activation exceeds it. (SAELens's training SAE keeps the
+batch selection when evaluated; the benchmark's L0 column shows the difference.)
 
 Selections stay sparse: each row's kept latents are its `K` largest pre-activations, `K` being
 the most any row keeps in this batch; slots below the batch's cut hold 0 (not firing), as a
@@ -53,7 +54,10 @@ class BatchTopKSae(TopKSae):
         with torch.no_grad():
             positive = values_BK[values_BK > 0]
             if positive.numel():
-                self.threshold.lerp_(positive.min(), THRESHOLD_EMA_COEFF)
+                # The first batch sets the threshold (0 means never trained), so that short
+                # runs do not infer with a threshold still climbing from 0.
+                weight = torch.where(self.threshold > 0, THRESHOLD_EMA_COEFF, 1.0)
+                self.threshold.lerp_(positive.min(), weight)
         return values_BK, indices_BK
 
 
