@@ -8,7 +8,12 @@ to `--out` as results.json and results.md, so a run stopped by a time limit stil
 
 Ours: `topk` (per-row top-k), `batchtopk`, `matryoshka` (nested prefixes, per-row top-k),
 `matryoshka-batchtopk`, `hierarchical` (width/5 parent latents with 4 winner-take-all children
-each, ceil(k/2) parents per row so that parents plus children come to about k). References:
+each, ceil(k/2) parents per row so that parents plus children come to about k), `tree`
+(`--tree-roots` trees of `--tree-branching` children per level, `--tree-depth` levels, beside
+flat latents filling the width; its BatchTopK top level keeps k times the share of the world's
+firing features that are roots or outside trees, so that the whole tree comes to about k; the
+default, 128 roots x (1 + 4 + 16) + 1,408 flat latents, covers the published world's first two
+levels). References:
 SAELens's BatchTopK and Matryoshka BatchTopK through its `SyntheticSAERunner`. Matryoshka prefixes
 are width/32, width/8, width/2 and width for both (128, 512, 2048, 4096 at the published width).
 
@@ -58,9 +63,12 @@ def ours(arch: str, world: Any, args: argparse.Namespace, k: int) -> dict[str, A
     from pivotal_sae.saes.toy_io import build_toy_sae
     from pivotal_sae.toy.synthetic_eval import train_on_world
 
-    width, k_arch = args.width, k
+    width, k_arch, parents = args.width, k, None
     if arch == "hierarchical":
         width, k_arch = args.width // 5, math.ceil(k / 2)
+    if arch == "tree":
+        parents = tree_layout(args)
+        k_arch = max(1, round(k * args.top_level_share))
     sae = build_toy_sae(
         arch,
         world.cfg.hidden_dim,
@@ -68,10 +76,20 @@ def ours(arch: str, world: Any, args: argparse.Namespace, k: int) -> dict[str, A
         k_arch,
         n_children=4,
         prefixes=bench_prefixes(width),
+        parents=parents,
         generator=torch.Generator().manual_seed(args.seed),
     ).to(args.device)
     speed = train_on_world(sae, world, args.budget_samples, args.batch_size, args.lr, args.seed)
     return {"sae": sae, **speed}
+
+
+def tree_layout(args: argparse.Namespace) -> tuple[int, ...]:
+    from pivotal_sae.saes.tree import forest_parents
+
+    try:
+        return forest_parents(args.width, args.tree_roots, args.tree_branching, args.tree_depth)
+    except ValueError as exc:
+        raise UserError(f"--tree-roots/--tree-branching/--tree-depth: {exc}") from None
 
 
 def saelens(arch: str, world: Any, args: argparse.Namespace, k: int) -> dict[str, Any]:
@@ -116,6 +134,7 @@ ARCHS: dict[str, Callable[[str, Any, argparse.Namespace, int], dict[str, Any]]] 
     "matryoshka": ours,
     "matryoshka-batchtopk": ours,
     "hierarchical": ours,
+    "tree": ours,
     "saelens-batchtopk": saelens,
     "saelens-matryoshka": saelens,
 }
@@ -140,6 +159,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--l0", type=int, nargs="+", default=[25, 20])
     parser.add_argument("--arch", nargs="+", default=list(ARCHS))
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--tree-roots", type=int, default=128, help="tree SAE: trees")
+    parser.add_argument("--tree-branching", type=int, default=4, help="tree SAE: children each")
+    parser.add_argument("--tree-depth", type=int, default=2, help="tree SAE: levels below roots")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument(
         "--max-seconds",
@@ -173,6 +195,10 @@ def check_args(args: argparse.Namespace) -> None:
     check_world(args.world, args.device, args.width)
     if "hierarchical" in args.arch and args.width < 5:
         raise UserError(f"--width ({args.width}) must be at least 5 for the hierarchical SAE")
+    if "tree" in args.arch:
+        top = sum(parent < 0 for parent in tree_layout(args))
+        if max(args.l0) > top:
+            raise UserError(f"--l0 {max(args.l0)} exceeds the tree SAE's {top} top-level latents")
     for k in args.l0:
         if not 1 <= k <= args.width:
             raise UserError(f"--l0 {k} must be between 1 and --width ({args.width})")
@@ -241,9 +267,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         f"world statistics ({args.stats_samples:,} samples, {time.perf_counter() - start:.1f}s): "
         f"mean L0 {stats['mean_l0']:.2f} (published {published.get('mean_l0', '-')}), among "
         f"the {args.width} most frequent features {stats['mean_l0_top']:.2f} (published "
-        f"{published.get('mean_l0_top', '-')})",
+        f"{published.get('mean_l0_top', '-')}); tree roots and flat features are "
+        f"{stats['top_level_share']:.0%} of firing features",
         flush=True,
     )
+    args.top_level_share = stats["top_level_share"]
     write_results(args.out, results)
     last_seconds = 0.0
     for k in args.l0:

@@ -1,0 +1,59 @@
+"""The tree SAE against a plain per-row reference of its rule."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pivotal_sae.saes.topk import scatter_dense
+from pivotal_sae.saes.tree import TreeSae, forest_parents, level_slices, tree_parents
+
+
+def test_forest_layout():
+    assert tree_parents(3, 1, 2, 2) == (-1, -1, -1, 0, 0, 3, 3, 4, 4)
+    parents = forest_parents(12, 1, 2, 2)  # 7 tree latents, 5 flat beside the root
+    assert parents[:6] == (-1,) * 6 and len(parents) == 12
+    assert level_slices(parents) == [(0, 6), (6, 8), (8, 12)]
+    with pytest.raises(ValueError, match="more than the width"):
+        forest_parents(6, 1, 2, 2)
+    with pytest.raises(ValueError, match="level by level"):
+        level_slices((-1, 0, -1))
+
+
+def reference_tree_acts(pre_BL: torch.Tensor, top_BL: torch.Tensor, parents, cut: float):
+    """Row by row, latent by latent: top-level activations as selected; a child keeps its
+    pre-activation if its parent fired, it is the largest among its siblings and above `cut`."""
+    acts = top_BL.clone()
+    for row in range(pre_BL.shape[0]):
+        for latent, parent in enumerate(parents):
+            if parent < 0:
+                continue
+            siblings = [s for s, p in enumerate(parents) if p == parent]
+            best = max(pre_BL[row, s].item() for s in siblings)
+            value = pre_BL[row, latent].item()
+            fires = acts[row, parent] > 0 and value >= best and value > cut
+            acts[row, latent] = value if fires else 0.0
+    return acts
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_tree_rule_matches_the_reference(training):
+    torch.manual_seed(0)
+    parents = forest_parents(30, 2, 3, 2)
+    sae = TreeSae(10, 30, 2, parents=parents)
+    with torch.no_grad():
+        sae.b_enc.add_(0.3)  # more children above zero
+    sae(torch.randn(32, 10))  # sets the threshold
+    sae.train(training)
+    x_BM = torch.randn(16, 10)
+    out = sae(x_BM)
+    top = level_slices(parents)[0][1]
+    values_BK, indices_BK = sae.select(out.pre_acts_BE[:, :top])
+    top_BL = torch.zeros_like(out.pre_acts_BE)
+    top_BL[:, :top] = scatter_dense(values_BK, indices_BK, top)
+    cut = 0.0 if training else sae.threshold.item()
+    expected = reference_tree_acts(out.pre_acts_BE, top_BL, parents, cut)
+    got = scatter_dense(out.values_BK, out.indices_BK, 30)
+    assert torch.equal(got, expected)
+    assert (got[:, top:] != 0).any()  # children do fire
+    assert torch.allclose(out.recon_BM, got @ sae.W_dec + sae.b_dec, atol=1e-6)
