@@ -25,7 +25,7 @@ from pivotal_sae.saes.topk import TopKSae
 THRESHOLD_EMA_COEFF = 0.01
 
 
-def keep_above(pre_acts_BE: Tensor, cut: Tensor) -> tuple[Tensor, Tensor]:
+def keep_above(pre_acts_BE: Tensor, cut: Tensor | float) -> tuple[Tensor, Tensor]:
     """Each row's pre-activations >= `cut` (and > 0) as (values, indices) of the row's top K, K
     the largest count of any row (at least 1); the other slots hold 0."""
     width = int((pre_acts_BE >= cut).sum(dim=1).max().clamp(1, pre_acts_BE.shape[1]).item())
