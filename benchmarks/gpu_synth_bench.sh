@@ -5,7 +5,8 @@
 #
 #     bash benchmarks/gpu_synth_bench.sh --budget-samples 10000000 --l0 25 --max-seconds 540
 #
-# Make the wheels once on a machine with network (see docs/toy.md, "SynthSAEBench on a GPU").
+# Make the wheels once, where there is network: the pip download line in benchmarks/synth_wheels.txt
+# (docs/toy.md, "SynthSAEBench on a GPU").
 set -euo pipefail
 OUT=${OUT:-benchmarks/out/synth}
 mkdir -p "$OUT"
