@@ -10,10 +10,9 @@ Ours: `topk` (per-row top-k), `batchtopk`, `matryoshka` (nested prefixes, per-ro
 `matryoshka-batchtopk`, `hierarchical` (width/5 parent latents with 4 winner-take-all children
 each, ceil(k/2) parents per row so that parents plus children come to about k), `tree`
 (`--tree-roots` trees of `--tree-branching` children per level, `--tree-depth` levels, beside
-flat latents filling the width; its BatchTopK top level keeps k times the share of the world's
-firing features that are roots or outside trees, so that the whole tree comes to about k; the
-default, 128 roots x (1 + 4 + 16) + 1,408 flat latents, covers the published world's first two
-levels). References:
+flat latents filling the width; its BatchTopK top level keeps k per row minus the children's
+moving firing rate, so that the whole tree comes to about k; the default, 128 roots x
+(1 + 4 + 16) + 1,408 flat latents, covers the published world's first two levels). References:
 SAELens's BatchTopK and Matryoshka BatchTopK through its `SyntheticSAERunner`. Matryoshka prefixes
 are width/32, width/8, width/2 and width for both (128, 512, 2048, 4096 at the published width).
 
@@ -68,7 +67,6 @@ def ours(arch: str, world: Any, args: argparse.Namespace, k: int) -> dict[str, A
         width, k_arch = args.width // 5, math.ceil(k / 2)
     if arch == "tree":
         parents = tree_layout(args)
-        k_arch = max(1, round(k * args.top_level_share))
     sae = build_toy_sae(
         arch,
         world.cfg.hidden_dim,
@@ -271,7 +269,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         f"{stats['top_level_share']:.0%} of firing features",
         flush=True,
     )
-    args.top_level_share = stats["top_level_share"]
     write_results(args.out, results)
     last_seconds = 0.0
     for k in args.l0:

@@ -22,7 +22,8 @@ def test_forest_layout():
 
 def reference_tree_acts(pre_BL: torch.Tensor, top_BL: torch.Tensor, parents, cut: float):
     """Row by row, latent by latent: top-level activations as selected; a child keeps its
-    pre-activation if its parent fired, it is the largest among its siblings and above `cut`."""
+    pre-activation if its parent fired, it is the largest among its siblings and above `cut`
+    (0, training or not)."""
     acts = top_BL.clone()
     for row in range(pre_BL.shape[0]):
         for latent, parent in enumerate(parents):
@@ -46,14 +47,24 @@ def test_tree_rule_matches_the_reference(training):
     sae(torch.randn(32, 10))  # sets the threshold
     sae.train(training)
     x_BM = torch.randn(16, 10)
+    k_before, rate_before = sae.batch_k(), sae.child_rate.clone()
+    assert k_before == max(1.0, 2 - rate_before.item())
     out = sae(x_BM)
     top = level_slices(parents)[0][1]
-    values_BK, indices_BK = sae.select(out.pre_acts_BE[:, :top])
-    top_BL = torch.zeros_like(out.pre_acts_BE)
-    top_BL[:, :top] = scatter_dense(values_BK, indices_BK, top)
-    cut = 0.0 if training else sae.threshold.item()
-    expected = reference_tree_acts(out.pre_acts_BE, top_BL, parents, cut)
     got = scatter_dense(out.values_BK, out.indices_BK, 30)
+    top_BL = got.clone()
+    top_BL[:, top:] = 0
+    expected = reference_tree_acts(out.pre_acts_BE, top_BL, parents, 0.0)
     assert torch.equal(got, expected)
-    assert (got[:, top:] != 0).any()  # children do fire
+    children_fired = (got[:, top:] != 0).sum()
+    assert children_fired > 0
+    if training:
+        # The top level keeps k per row minus the children's moving rate; the rate moves.
+        assert (got[:, :top] != 0).sum() == round(k_before * 16)
+        assert torch.allclose(
+            sae.child_rate, rate_before + 0.1 * (children_fired / 16 - rate_before)
+        )
+    else:
+        assert torch.equal(sae.child_rate, rate_before)
+        assert torch.equal(got[:, :top] != 0, out.pre_acts_BE[:, :top] > sae.threshold)
     assert torch.allclose(out.recon_BM, got @ sae.W_dec + sae.b_dec, atol=1e-6)

@@ -134,7 +134,7 @@ def test_handcoded_tree_sae_recovers_a_tree_world():
     vectors_LM = world.feature_dict.feature_vectors.detach()[features]
     sae.set_to_ground_truth_(vectors_LM, world.feature_dict.bias.detach(), threshold=1e-3)
     scores = score_on_world(sae, world, samples=5_000)
-    assert scores["mcc"] > 0.999 and scores["f1"] > 0.999 and scores["explained_variance"] > 0.999
+    assert scores["mcc"] > 0.999 and scores["f1"] > 0.999 and scores["explained_variance"] > 0.99
     assert scores["l0"] == pytest.approx(scores["true_l0"])
 
 

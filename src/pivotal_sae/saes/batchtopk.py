@@ -43,12 +43,16 @@ class BatchTopKSae(TopKSae):
         super().__init__(d_in, d_sae, k, **options)
         self.register_buffer("threshold", torch.zeros(()))
 
+    def batch_k(self) -> float:
+        """Latents kept per row, on average over the batch, by the training selection."""
+        return float(self.k)
+
     def select(self, pre_acts_BE: Tensor) -> tuple[Tensor, Tensor]:
         if not self.training:
             # Strictly above: a threshold of 0 (never trained) must not let zeros fire.
             return keep_above(pre_acts_BE, torch.nextafter(self.threshold, self.threshold + 1))
         relu_BE = pre_acts_BE.relu()
-        kept = min(self.k * pre_acts_BE.shape[0], relu_BE.numel())
+        kept = min(max(1, round(self.batch_k() * pre_acts_BE.shape[0])), relu_BE.numel())
         cut = relu_BE.flatten().topk(kept, sorted=False).values.min()
         values_BK, indices_BK = keep_above(pre_acts_BE, cut.clamp_min(torch.finfo(cut.dtype).tiny))
         with torch.no_grad():

@@ -3,11 +3,13 @@
 SynthSAEBench's worlds hold trees three deep whose siblings are mutually exclusive, next to
 features that belong to no tree. The tree SAE mirrors that: every latent has a parent latent or
 none (`parents`, -1 for none). Latents without a parent, tree roots and flat latents alike, are
-chosen by a BatchTopK selection (`k` per row on average; a learned threshold at inference, as in
-`batchtopk.py`). Below them, level by level, SPEC §1's child rule applies: among the children of
-a firing latent only the one with the largest pre-activation survives, and only if positive (at
-inference: above the threshold). A latent whose parent is silent is silent. The reconstruction
-is the decoder bias plus every firing latent's activation times its decoder row.
+chosen by a BatchTopK selection (a learned threshold at inference, as in `batchtopk.py`) that
+keeps `k` per row on average minus the children that fire (a moving average, coefficient 0.1,
+of children firing per row), so that the whole tree's L0 comes to about `k`. Below them, level
+by level, SPEC §1's child rule applies: among the children of a firing latent only the one with
+the largest pre-activation survives, and only if positive (at inference too: the threshold
+stands in for the top level's selection only). A latent whose parent is silent is silent. The
+reconstruction is the decoder bias plus every firing latent's activation times its decoder row.
 
 Latents are numbered level by level (all roots and flat latents first, then their children,
 then grandchildren), so a level is a contiguous slice and parents precede children. Gradients go
@@ -24,6 +26,8 @@ from torch import Tensor
 
 from pivotal_sae.saes.batchtopk import BatchTopKSae, keep_above
 from pivotal_sae.saes.topk import ToySaeOutput
+
+CHILD_RATE_EMA_COEFF = 0.1
 
 
 def tree_parents(top: int, roots: int, branching: int, depth: int) -> tuple[int, ...]:
@@ -69,6 +73,7 @@ def level_slices(parents: tuple[int, ...]) -> list[tuple[int, int]]:
 class TreeSae(BatchTopKSae):
     architecture = "tree"
     parent_L: Tensor
+    child_rate: Tensor
     #: Constructor options of this architecture beyond the common ones (`toy_io.build_toy_sae`).
     own_options: tuple[str, ...] = ("parents",)
 
@@ -85,14 +90,17 @@ class TreeSae(BatchTopKSae):
             raise ValueError(f"k ({k}) must lie between 1 and the top level's {top} latents")
         super().__init__(d_in, d_sae, k, **options)
         self.register_buffer("parent_L", torch.tensor(parents, dtype=torch.long))
+        self.register_buffer("child_rate", torch.zeros(()))
+
+    def batch_k(self) -> float:
+        # At least one top-level latent per row on average, however often children fire.
+        return max(1.0, self.k - float(self.child_rate))
 
     def tree_acts(self, pre_acts_BL: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Dense activations of every latent, and the top level's (values, indices)."""
         top = self.levels[0][1]
         values_BK, indices_BK = self.select(pre_acts_BL[:, :top])
         level_acts = [torch.zeros_like(pre_acts_BL[:, :top]).scatter(1, indices_BK, values_BK)]
-        # At inference a child must clear the same threshold as the top level.
-        cut = 0.0 if self.training else self.threshold
         for (start, end), (parent_start, _) in zip(self.levels[1:], self.levels, strict=False):
             pre_BD = pre_acts_BL[:, start:end]
             parent_D = (self.parent_L[start:end] - parent_start).expand_as(pre_BD)
@@ -101,7 +109,11 @@ class TreeSae(BatchTopKSae):
                 1, parent_D, pre_BD.detach(), "amax"
             )
             wins_BD = pre_BD >= sibling_max_BP.gather(1, parent_D)
-            level_acts.append(torch.where(parent_on_BD & wins_BD & (pre_BD > cut), pre_BD, 0.0))
+            level_acts.append(torch.where(parent_on_BD & wins_BD & (pre_BD > 0), pre_BD, 0.0))
+        if self.training and len(level_acts) > 1:
+            with torch.no_grad():
+                children = torch.stack([(acts > 0).sum() for acts in level_acts[1:]]).sum()
+                self.child_rate.lerp_(children / pre_acts_BL.shape[0], CHILD_RATE_EMA_COEFF)
         return torch.cat(level_acts, dim=1), values_BK, indices_BK
 
     def forward(self, x_BM: Tensor) -> ToySaeOutput:
@@ -114,10 +126,13 @@ class TreeSae(BatchTopKSae):
     @torch.no_grad()
     def set_to_ground_truth_(self, directions_LM: Tensor, bias_M: Tensor, threshold: float) -> None:
         """Decoder rows = the latents' feature directions, encoder = their transpose with the
-        bias taken off, decoder bias = the world's bias: exact when directions are orthonormal."""
+        bias taken off, decoder bias = the world's bias: exact when directions are orthonormal.
+        Children's encoder biases are lowered by `threshold` too, so that rounding noise on the
+        rows where no sibling is present does not fire one."""
         self.W_dec.copy_(directions_LM)
         self.W_enc.copy_(directions_LM.T)
         self.b_enc.copy_(-(bias_M @ directions_LM.T))
+        self.b_enc[self.levels[0][1] :].sub_(threshold)
         self.b_dec.copy_(bias_M)
         self.threshold.fill_(threshold)
 
