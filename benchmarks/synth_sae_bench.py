@@ -30,6 +30,7 @@ import math
 import os
 import sys
 import time
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
@@ -282,11 +283,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 write_results(args.out, results)
                 continue
             arch_began = time.perf_counter()
-            trained = ARCHS[arch](arch, world, args, k)
-            train_s = time.perf_counter() - arch_began
-            sae = trained.pop("sae")
-            scored_at = time.perf_counter()
-            scores = score_on_world(sae, world, samples=args.eval_samples)
+            try:
+                trained = ARCHS[arch](arch, world, args, k)
+                train_s = time.perf_counter() - arch_began
+                sae = trained.pop("sae")
+                scored_at = time.perf_counter()
+                scores = score_on_world(sae, world, samples=args.eval_samples)
+            except Exception as exc:  # one architecture's failure must not cost the others' time
+                traceback.print_exc()
+                results["rows"].append({"arch": arch, "l0_target": k, "error": repr(exc)})
+                write_results(args.out, results)
+                continue
+            finally:
+                if args.device.startswith("cuda"):
+                    torch.cuda.empty_cache()
             row = {"arch": arch, "l0_target": k, **trained, **scores, "train_s": train_s}
             row["eval_s"] = time.perf_counter() - scored_at
             last_seconds = time.perf_counter() - arch_began

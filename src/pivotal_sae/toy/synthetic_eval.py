@@ -102,6 +102,8 @@ def train_on_world(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+    if loss.is_cuda:
+        torch.cuda.synchronize(loss.device)  # the clock stops when the GPU's work is done
     seconds = time.perf_counter() - start
     return {"samples_per_s": steps * batch_size / max(seconds, 1e-9), "final_loss": loss.item()}
 
