@@ -68,3 +68,19 @@ def test_tree_rule_matches_the_reference(training):
         assert torch.equal(sae.child_rate, rate_before)
         assert torch.equal(got[:, :top] != 0, out.pre_acts_BE[:, :top] > sae.threshold)
     assert torch.allclose(out.recon_BM, got @ sae.W_dec + sae.b_dec, atol=1e-6)
+
+
+@pytest.mark.parametrize("arch", ["batchtopk", "matryoshka-batchtopk", "tree"])
+def test_new_architectures_round_trip_through_directories(arch, tmp_path):
+    from pivotal_sae.saes.toy_io import build_toy_sae, load_toy_sae, save_toy_sae
+
+    parents = forest_parents(21, 1, 2, 2) if arch == "tree" else None
+    sae = build_toy_sae(arch, 7, 21, 2, prefixes=(4, 8), parents=parents)
+    sae(torch.randn(32, 7))  # trains the threshold (and the tree's child rate)
+    save_toy_sae(sae, tmp_path / "sae")
+    loaded = load_toy_sae(tmp_path / "sae").eval()
+    sae.eval()
+    assert type(loaded) is type(sae) and loaded.threshold == sae.threshold > 0
+    assert getattr(loaded, "parents", None) == getattr(sae, "parents", None)
+    x = torch.randn(4, 7)
+    torch.testing.assert_close(loaded(x).recon_BM, sae(x).recon_BM)
