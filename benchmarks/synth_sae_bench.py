@@ -16,11 +16,12 @@ moving firing rate, so that the whole tree comes to about k; the default, 128 ro
 SAELens's BatchTopK and Matryoshka BatchTopK through its `SyntheticSAERunner`. Matryoshka prefixes
 are width/32, width/8, width/2 and width for both (128, 512, 2048, 4096 at the published width).
 
-Defaults are the published recipe (SynthSAEBench-16k, width 4096, batch 1024, lr 3e-4) at a
-budget one H100 call can hold; the published budget is 200M samples. A CPU check:
+Defaults are the published recipe (SynthSAEBench-16k, width 4096, batch 1024, lr 3e-4) at 10M
+samples per architecture (the published budget is 200M); on one H100 a 600 s call holds about
+four architectures at that budget (docs/toy.md), so choose them with --arch. A CPU check:
 
     python benchmarks/synth_sae_bench.py --world synthsaebench-small --budget-samples 30000 \
-        --width 128 --batch-size 256 --lr 3e-3 --l0 5 --device cpu --out /tmp/synth
+        --width 128 --batch-size 256 --lr 3e-3 --l0 5 --tree-roots 4 --device cpu --out /tmp/synth
 """
 
 from __future__ import annotations
@@ -148,7 +149,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = OneLineParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--world", default="synthsaebench-16k")
     parser.add_argument(
-        "--budget-samples", "--samples", type=int, default=20_000_000, help="training samples"
+        "--budget-samples", "--samples", type=int, default=10_000_000, help="training samples"
     )
     parser.add_argument("--eval-samples", type=int, default=100_000)
     parser.add_argument("--stats-samples", type=int, default=100_000)
