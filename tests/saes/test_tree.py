@@ -84,3 +84,18 @@ def test_new_architectures_round_trip_through_directories(arch, tmp_path):
     assert getattr(loaded, "parents", None) == getattr(sae, "parents", None)
     x = torch.randn(4, 7)
     torch.testing.assert_close(loaded(x).recon_BM, sae(x).recon_BM)
+
+
+def test_tree_loss_is_matryoshka_over_the_top_level_and_each_level():
+    torch.manual_seed(3)
+    parents = forest_parents(46, 2, 3, 2)  # top level 22 latents, then 6 children, 18 below
+    sae = TreeSae(10, 46, 3, parents=parents)
+    assert level_slices(parents) == [(0, 22), (22, 28), (28, 46)]
+    assert sae.prefixes == (1, 2, 11, 22, 28, 46)
+    x_BM = torch.randn(8, 10)
+    out = sae(x_BM)
+    acts_BL = scatter_dense(out.values_BK, out.indices_BK, 46)
+    expected = torch.stack(
+        [((acts_BL[:, :m] @ sae.W_dec[:m] + sae.b_dec - x_BM) ** 2).mean() for m in sae.prefixes]
+    ).mean()
+    torch.testing.assert_close(sae.reconstruction_loss(x_BM, out), expected)

@@ -11,6 +11,12 @@ the largest pre-activation survives, and only if positive (at inference too: the
 stands in for the top level's selection only). A latent whose parent is silent is silent. The
 reconstruction is the decoder bias plus every firing latent's activation times its decoder row.
 
+The loss is Matryoshka's over nested prefixes (`matryoshka.py`): a 32nd, an 8th, half and all of
+the top level, then each level added in turn. The top level must reconstruct without the
+children, as the hierarchical SAE's parents do with `--parent-recon-coeff`, so a root cannot
+leave its general direction to its children (on the small world, 300,000 samples: F1 0.36 with
+the plain loss, 0.52 with this one at depth 2, 0.65 at depth 1).
+
 Latents are numbered level by level (all roots and flat latents first, then their children,
 then grandchildren), so a level is a contiguous slice and parents precede children. Gradients go
 through autograd: this is the general path; the seed world's two-level SAE keeps its
@@ -24,7 +30,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from pivotal_sae.saes.batchtopk import BatchTopKSae, keep_above
+from pivotal_sae.saes.batchtopk import MatryoshkaBatchTopKSae, keep_above
 from pivotal_sae.saes.topk import ToySaeOutput
 
 CHILD_RATE_EMA_COEFF = 0.1
@@ -70,7 +76,16 @@ def level_slices(parents: tuple[int, ...]) -> list[tuple[int, int]]:
     return slices
 
 
-class TreeSae(BatchTopKSae):
+def tree_prefixes(levels: list[tuple[int, int]]) -> tuple[int, ...]:
+    """Nested prefixes of the tree's Matryoshka loss: a 32nd, an 8th and half of the top level,
+    and the end of every level (the top level alone, then with children, ...)."""
+    top = levels[0][1]
+    return tuple(
+        sorted({max(1, top // 32), max(1, top // 8), max(1, top // 2)} | {end for _, end in levels})
+    )
+
+
+class TreeSae(MatryoshkaBatchTopKSae):
     architecture = "tree"
     parent_L: Tensor
     child_rate: Tensor
@@ -88,7 +103,7 @@ class TreeSae(BatchTopKSae):
         top = self.levels[0][1]
         if not 1 <= k <= top:
             raise ValueError(f"k ({k}) must lie between 1 and the top level's {top} latents")
-        super().__init__(d_in, d_sae, k, **options)
+        super().__init__(d_in, d_sae, k, prefixes=tree_prefixes(self.levels), **options)
         self.register_buffer("parent_L", torch.tensor(parents, dtype=torch.long))
         self.register_buffer("child_rate", torch.zeros(()))
 
