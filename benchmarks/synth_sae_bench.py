@@ -68,7 +68,7 @@ def ours(arch: str, world: Any, args: argparse.Namespace, k: int) -> dict[str, A
     if arch == "hierarchical":
         width, k_arch = args.width // 5, math.ceil(k / 2)
     if arch == "tree":
-        parents = tree_layout(args)
+        parents = tree_layout(args, args.tree_depth_now)
     sae = build_toy_sae(
         arch,
         world.cfg.hidden_dim,
@@ -83,11 +83,11 @@ def ours(arch: str, world: Any, args: argparse.Namespace, k: int) -> dict[str, A
     return {"sae": sae, **speed}
 
 
-def tree_layout(args: argparse.Namespace) -> tuple[int, ...]:
+def tree_layout(args: argparse.Namespace, depth: int) -> tuple[int, ...]:
     from pivotal_sae.saes.tree import forest_parents
 
     try:
-        return forest_parents(args.width, args.tree_roots, args.tree_branching, args.tree_depth)
+        return forest_parents(args.width, args.tree_roots, args.tree_branching, depth)
     except ValueError as exc:
         raise UserError(f"--tree-roots/--tree-branching/--tree-depth: {exc}") from None
 
@@ -161,7 +161,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--tree-roots", type=int, default=128, help="tree SAE: trees")
     parser.add_argument("--tree-branching", type=int, default=4, help="tree SAE: children each")
-    parser.add_argument("--tree-depth", type=int, default=2, help="tree SAE: levels below roots")
+    parser.add_argument(
+        "--tree-depth",
+        type=int,
+        nargs="+",
+        default=[2],
+        help="tree SAE: levels below the roots; one tree-d<depth> row per value",
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument(
         "--max-seconds",
@@ -195,8 +201,8 @@ def check_args(args: argparse.Namespace) -> None:
     check_world(args.world, args.device, args.width)
     if "hierarchical" in args.arch and args.width < 5:
         raise UserError(f"--width ({args.width}) must be at least 5 for the hierarchical SAE")
-    if "tree" in args.arch:
-        top = sum(parent < 0 for parent in tree_layout(args))
+    for depth in args.tree_depth if "tree" in args.arch else []:
+        top = sum(parent < 0 for parent in tree_layout(args, depth))
         if max(args.l0) > top:
             raise UserError(f"--l0 {max(args.l0)} exceeds the tree SAE's {top} top-level latents")
     for k in args.l0:
@@ -273,14 +279,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     )
     write_results(args.out, results)
     last_seconds = 0.0
+    runs = [
+        (f"tree-d{depth}" if arch == "tree" else arch, arch, depth)
+        for arch in args.arch
+        for depth in (args.tree_depth if arch == "tree" else [0])
+    ]
     for k in args.l0:
-        for arch in args.arch:
+        for label, arch, depth in runs:
+            args.tree_depth_now = depth
             elapsed = time.perf_counter() - began
             if args.max_seconds and elapsed + last_seconds > args.max_seconds:
                 print(
-                    f"skip {arch} at L0 {k}: {elapsed:.0f}s gone, the last took {last_seconds:.0f}s"
+                    f"skip {label} at L0 {k}: {elapsed:.0f}s gone, the last took "
+                    f"{last_seconds:.0f}s"
                 )
-                results["rows"].append({"arch": arch, "l0_target": k, "skipped": "time"})
+                results["rows"].append({"arch": label, "l0_target": k, "skipped": "time"})
                 write_results(args.out, results)
                 continue
             arch_began = time.perf_counter()
@@ -292,13 +305,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 scores = score_on_world(sae, world, samples=args.eval_samples)
             except Exception as exc:  # one architecture's failure must not cost the others' time
                 traceback.print_exc()
-                results["rows"].append({"arch": arch, "l0_target": k, "error": repr(exc)})
+                results["rows"].append({"arch": label, "l0_target": k, "error": repr(exc)})
                 write_results(args.out, results)
                 continue
             finally:
                 if args.device.startswith("cuda"):
                     torch.cuda.empty_cache()
-            row = {"arch": arch, "l0_target": k, **trained, **scores, "train_s": train_s}
+            row = {"arch": label, "l0_target": k, **trained, **scores, "train_s": train_s}
             row["eval_s"] = time.perf_counter() - scored_at
             last_seconds = time.perf_counter() - arch_began
             results["rows"].append(row)
@@ -308,7 +321,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 f" (published F1/MCC at 200M: {reference[0]}/{reference[1]})" if reference else ""
             )
             print(
-                f"{arch} L0 {k}: F1 {row['f1']:.3f} MCC {row['mcc']:.3f} EV "
+                f"{label} L0 {k}: F1 {row['f1']:.3f} MCC {row['mcc']:.3f} EV "
                 f"{row['explained_variance']:.3f} gap {row['absorption_gap']:.3f} L0 "
                 f"{row['l0']:.1f} dead {row['dead_latents']} | {row['samples_per_s']:,.0f} "
                 f"samples/s, train {train_s:.0f}s, eval {row['eval_s']:.0f}s{note}",

@@ -192,7 +192,7 @@ def test_benchmark_writes_a_table_for_ours_and_saelens(tmp_path, small_world, ca
     results = json.loads((out / "results.json").read_text())
     assert results["world_statistics"]["mean_l0"] > 1
     archs = [row["arch"] for row in results["rows"]]
-    assert archs == ["batchtopk", "tree", "saelens-batchtopk"]
+    assert archs == ["batchtopk", "tree-d2", "saelens-batchtopk"]
     for row in results["rows"]:
         for key in ("f1", "mcc", "uniqueness", "explained_variance", "dead_latents"):
             assert math.isfinite(row[key]), key
