@@ -1,42 +1,95 @@
-"""SynthSAEBench side by side: our toy SAEs and SAELens's trainers on one synthetic world.
+"""SynthSAEBench side by side: our SAEs and SAELens's trainers on one synthetic world, one command.
 
-Every architecture trains on the same number of fresh samples from the world and is scored by
-SAELens's `eval_sae_on_synthetic_data` plus our tree absorption gap (toy/synthetic_eval.py).
-Ours: TopK (per-row top-k), Matryoshka (nested prefixes, per-row top-k), hierarchical (parents
-plus 4 children each, so width/5 parent latents for the same total width). References:
-SAELens's BatchTopK and Matryoshka BatchTopK through its `SyntheticSAERunner`.
+Builds the world (SAELens's `SyntheticModel`, cached), prints its statistics against the
+published ones, then trains every chosen architecture on the same number of fresh samples, scores
+each with SAELens's `eval_sae_on_synthetic_data` plus our tree absorption gap
+(toy/synthetic_eval.py), and prints a table. After every architecture the table so far is written
+to `--out` as results.json and results.md, so a run stopped by a time limit still leaves one.
 
-The defaults are the published recipe (SynthSAEBench-16k, width 4096, batch 1024, lr 3e-4,
-200M samples: a GPU job). A small CPU check:
+Ours: `topk` (per-row top-k), `batchtopk`, `matryoshka` (nested prefixes, per-row top-k),
+`matryoshka-batchtopk`, `hierarchical` (width/5 parent latents with 4 winner-take-all children
+each, ceil(k/2) parents per row so that parents plus children come to about k), `tree`
+(`--tree-roots` trees of `--tree-branching` children per level, `--tree-depth` levels, beside
+flat latents filling the width; its BatchTopK top level keeps k per row minus the children's
+moving firing rate, so that the whole tree comes to about k; the default, 128 roots x
+(1 + 4 + 16) + 1,408 flat latents, covers the published world's first two levels). References:
+SAELens's BatchTopK and Matryoshka BatchTopK through its `SyntheticSAERunner`. Matryoshka prefixes
+are width/32, width/8, width/2 and width for both (128, 512, 2048, 4096 at the published width).
 
-    python benchmarks/synth_sae_bench.py --world synthsaebench-small --samples 200000 \
-        --width 128 --batch-size 256 --lr 3e-3 --l0 5 --device cpu
+Defaults are the published recipe (SynthSAEBench-16k, width 4096, batch 1024, lr 3e-4) at 10M
+samples per architecture (the published budget is 200M); on one H100 a 600 s call holds about
+four architectures at that budget (docs/toy.md), so choose them with --arch. A CPU check:
+
+    python benchmarks/synth_sae_bench.py --world synthsaebench-small --budget-samples 30000 \
+        --width 128 --batch-size 256 --lr 3e-3 --l0 5 --tree-roots 4 --device cpu --out /tmp/synth
 """
 
 from __future__ import annotations
 
 import argparse
+import math
+import os
+import sys
 import time
-from typing import Any
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn
 
 import torch
 
-from pivotal_sae.saes.matryoshka import default_prefixes
-from pivotal_sae.saes.toy_io import build_toy_sae
-from pivotal_sae.toy.synthetic_eval import score_on_world, train_on_world
-from pivotal_sae.toy.worlds import WORLD_SHAPES, load_world
+from pivotal_sae.errors import UserError
 
 COLUMNS = ("f1", "mcc", "uniqueness", "explained_variance", "absorption_gap", "l0")
-COLUMNS += ("dead_latents", "samples_per_s")
+COLUMNS += ("dead_latents", "samples_per_s", "train_s", "eval_s")
+
+#: SynthSAEBench-16k as published (SAELens docs/synth_sae_bench.md): mean L0 of the world, and
+#: counting only its 4,096 most frequent features.
+PUBLISHED_STATS = {"synthsaebench-16k": {"mean_l0": 34.0, "mean_l0_top": 25.0}}
+
+#: Published F1 / MCC at 200M samples (SAELens docs), for the printout only.
+PUBLISHED_SCORES = {
+    ("saelens-matryoshka", 25): (0.879, 0.793),
+    ("saelens-batchtopk", 25): (0.732, 0.757),
+    ("saelens-matryoshka", 20): (0.860, 0.746),
+    ("saelens-batchtopk", 20): (0.818, 0.753),
+}
+
+
+def bench_prefixes(width: int) -> tuple[int, ...]:
+    return tuple(sorted({max(1, width // 32), max(1, width // 8), max(1, width // 2), width}))
 
 
 def ours(arch: str, world: Any, args: argparse.Namespace, k: int) -> dict[str, Any]:
-    width = args.width // 5 if arch == "hierarchical" else args.width
+    from pivotal_sae.saes.toy_io import build_toy_sae
+    from pivotal_sae.toy.synthetic_eval import train_on_world
+
+    width, k_arch, parents = args.width, k, None
+    if arch == "hierarchical":
+        width, k_arch = args.width // 5, math.ceil(k / 2)
+    if arch == "tree":
+        parents = tree_layout(args, args.tree_depth_now)
     sae = build_toy_sae(
-        arch, world.cfg.hidden_dim, width, k, n_children=4, prefixes=default_prefixes(width)
+        arch,
+        world.cfg.hidden_dim,
+        width,
+        k_arch,
+        n_children=4,
+        prefixes=bench_prefixes(width),
+        parents=parents,
+        generator=torch.Generator().manual_seed(args.seed),
     ).to(args.device)
-    speed = train_on_world(sae, world, args.samples, args.batch_size, args.lr)
-    return {**speed, **score_on_world(sae, world, samples=args.eval_samples)}
+    speed = train_on_world(sae, world, args.budget_samples, args.batch_size, args.lr, args.seed)
+    return {"sae": sae, **speed}
+
+
+def tree_layout(args: argparse.Namespace, depth: int) -> tuple[int, ...]:
+    from pivotal_sae.saes.tree import forest_parents
+
+    try:
+        return forest_parents(args.width, args.tree_roots, args.tree_branching, depth)
+    except ValueError as exc:
+        raise UserError(f"--tree-roots/--tree-branching/--tree-depth: {exc}") from None
 
 
 def saelens(arch: str, world: Any, args: argparse.Namespace, k: int) -> dict[str, Any]:
@@ -51,7 +104,7 @@ def saelens(arch: str, world: Any, args: argparse.Namespace, k: int) -> dict[str
     d_in = world.cfg.hidden_dim
     sae_cfg: Any
     if arch == "saelens-matryoshka":
-        widths = sorted(set(default_prefixes(args.width)) | {args.width})
+        widths = list(bench_prefixes(args.width))
         sae_cfg = MatryoshkaBatchTopKTrainingSAEConfig(
             d_in=d_in, d_sae=args.width, k=k, matryoshka_widths=widths
         )
@@ -60,7 +113,7 @@ def saelens(arch: str, world: Any, args: argparse.Namespace, k: int) -> dict[str
     cfg: Any = SyntheticSAERunnerConfig(
         synthetic_model=world.cfg,
         sae=sae_cfg,
-        training_samples=args.samples,
+        training_samples=args.budget_samples,
         batch_size=args.batch_size,
         lr=args.lr,
         device=args.device,
@@ -71,44 +124,224 @@ def saelens(arch: str, world: Any, args: argparse.Namespace, k: int) -> dict[str
     )
     start = time.perf_counter()
     result = SyntheticSAERunner(cfg, override_synthetic_model=world).run()
-    speed = args.samples / (time.perf_counter() - start)
-    return {"samples_per_s": speed, **score_on_world(result.sae, world, args.eval_samples)}
+    seconds = time.perf_counter() - start
+    return {"sae": result.sae, "samples_per_s": args.budget_samples / seconds}
 
 
-ARCHS = {
+ARCHS: dict[str, Callable[[str, Any, argparse.Namespace, int], dict[str, Any]]] = {
     "topk": ours,
+    "batchtopk": ours,
     "matryoshka": ours,
+    "matryoshka-batchtopk": ours,
     "hierarchical": ours,
+    "tree": ours,
     "saelens-batchtopk": saelens,
     "saelens-matryoshka": saelens,
 }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--world", default="synthsaebench-16k", choices=sorted(WORLD_SHAPES))
-    parser.add_argument("--samples", type=int, default=200_000_000, help="training samples")
+class OneLineParser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UserError(message)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = OneLineParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--world", default="synthsaebench-16k")
+    parser.add_argument(
+        "--budget-samples", "--samples", type=int, default=10_000_000, help="training samples"
+    )
     parser.add_argument("--eval-samples", type=int, default=100_000)
+    parser.add_argument("--stats-samples", type=int, default=100_000)
     parser.add_argument("--width", type=int, default=4096)
     parser.add_argument("--batch-size", type=int, default=1024)
     parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--l0", type=int, nargs="+", default=[25, 20])
-    parser.add_argument("--arch", nargs="+", default=list(ARCHS), choices=list(ARCHS))
+    parser.add_argument("--arch", nargs="+", default=list(ARCHS))
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--tree-roots", type=int, default=128, help="tree SAE: trees")
+    parser.add_argument("--tree-branching", type=int, default=4, help="tree SAE: children each")
+    parser.add_argument(
+        "--tree-depth",
+        type=int,
+        nargs="+",
+        default=[2],
+        help="tree SAE: levels below the roots; one tree-d<depth> row per value",
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    args = parser.parse_args()
-    world = load_world(args.world, device=args.device)
-    print(f"world {args.world}, {args.samples:,} samples, width {args.width}, {args.device}")
-    print("| arch | L0 target | " + " | ".join(COLUMNS) + " |")
-    print("|---" * (len(COLUMNS) + 2) + "|")
+    parser.add_argument(
+        "--max-seconds",
+        type=float,
+        default=0.0,
+        help="skip an architecture that the previous one's time says would end past this (0: off)",
+    )
+    parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT") or "benchmarks/out"))
+    args = parser.parse_args(argv)
+    check_args(args)
+    return args
+
+
+def check_args(args: argparse.Namespace) -> None:
+    from pivotal_sae.toy.worlds import WORLD_SHAPES, check_world
+
+    if args.world not in WORLD_SHAPES:
+        raise UserError(f"unknown --world {args.world!r}; choose one of {', '.join(WORLD_SHAPES)}")
+    unknown = [a for a in args.arch if a not in ARCHS]
+    if unknown:
+        raise UserError(f"unknown --arch {unknown[0]!r}; choose from {', '.join(ARCHS)}")
+    if not args.device.startswith(("cpu", "cuda")):
+        raise UserError(f"unknown --device {args.device!r}; choose cpu or cuda")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError("--device cuda but no GPU is available; use --device cpu")
+    for flag in ("budget_samples", "eval_samples", "stats_samples", "width", "batch_size"):
+        if getattr(args, flag) < 1:
+            raise UserError(f"--{flag.replace('_', '-')} must be at least 1")
+    if not 0 < args.lr <= 1:
+        raise UserError(f"--lr must be in (0, 1] (got {args.lr})")
+    check_world(args.world, args.device, args.width)
+    if "hierarchical" in args.arch and args.width < 5:
+        raise UserError(f"--width ({args.width}) must be at least 5 for the hierarchical SAE")
+    for depth in args.tree_depth if "tree" in args.arch else []:
+        top = sum(parent < 0 for parent in tree_layout(args, depth))
+        if max(args.l0) > top:
+            raise UserError(f"--l0 {max(args.l0)} exceeds the tree SAE's {top} top-level latents")
     for k in args.l0:
-        for arch in args.arch:
-            scores = ARCHS[arch](arch, world, args, k)
-            cells = [
-                f"{scores[c]:.3g}" if isinstance(scores[c], float) else str(scores[c])
-                for c in COLUMNS
-            ]
-            print(f"| {arch} | {k} | " + " | ".join(cells) + " |", flush=True)
+        if not 1 <= k <= args.width:
+            raise UserError(f"--l0 {k} must be between 1 and --width ({args.width})")
+    if args.out.exists() and not args.out.is_dir():
+        raise UserError(f"--out {args.out} exists and is not a directory")
+
+
+def write_results(out: Path, results: dict[str, Any]) -> None:
+    from pivotal_sae.runs import atomic_write_json
+
+    atomic_write_json(out / "results.json", results)
+    lines = [
+        f"SynthSAEBench: world {results['world']}, {results['budget_samples']:,} training "
+        f"samples each, width {results['width']}, batch {results['batch_size']}, lr "
+        f"{results['lr']}, device {results['device']}",
+        "",
+        "| arch | L0 target | " + " | ".join(COLUMNS) + " |",
+        "|---" * (len(COLUMNS) + 2) + "|",
+    ]
+    lines += [
+        f"| {row['arch']} | {row['l0_target']} | "
+        + " | ".join(cell(row, c) for c in COLUMNS)
+        + " |"
+        for row in results["rows"]
+    ]
+    partial = out / "results.md.partial"
+    partial.write_text("\n".join(lines) + "\n")
+    partial.replace(out / "results.md")
+
+
+def cell(row: dict[str, Any], column: str) -> str:
+    value = row.get(column)
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def device_name(device: str) -> str:
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(torch.device(device))
+    return f"cpu ({os.cpu_count()} cores visible, {torch.get_num_threads()} threads)"
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    from pivotal_sae.toy.synthetic_eval import score_on_world
+    from pivotal_sae.toy.worlds import load_world, world_statistics
+
+    began = time.perf_counter()
+    args.out.mkdir(parents=True, exist_ok=True)
+    results: dict[str, Any] = {
+        "world": args.world,
+        "device": device_name(args.device),
+        "budget_samples": args.budget_samples,
+        "width": args.width,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "eval_samples": args.eval_samples,
+        "rows": [],
+    }
+    world = load_world(args.world, device=args.device)
+    results["world_build_s"] = time.perf_counter() - began
+    print(f"world {args.world} ready in {results['world_build_s']:.1f}s on {results['device']}")
+    start = time.perf_counter()
+    stats = world_statistics(world, samples=args.stats_samples, top=args.width)
+    results["world_statistics"] = stats
+    published = PUBLISHED_STATS.get(args.world, {})
+    print(
+        f"world statistics ({args.stats_samples:,} samples, {time.perf_counter() - start:.1f}s): "
+        f"mean L0 {stats['mean_l0']:.2f} (published {published.get('mean_l0', '-')}), among "
+        f"the {args.width} most frequent features {stats['mean_l0_top']:.2f} (published "
+        f"{published.get('mean_l0_top', '-')}); tree roots and flat features are "
+        f"{stats['top_level_share']:.0%} of firing features",
+        flush=True,
+    )
+    write_results(args.out, results)
+    last_seconds = 0.0
+    runs = [
+        (f"tree-d{depth}" if arch == "tree" else arch, arch, depth)
+        for arch in args.arch
+        for depth in (args.tree_depth if arch == "tree" else [0])
+    ]
+    for k in args.l0:
+        for label, arch, depth in runs:
+            args.tree_depth_now = depth
+            elapsed = time.perf_counter() - began
+            if args.max_seconds and elapsed + last_seconds > args.max_seconds:
+                print(
+                    f"skip {label} at L0 {k}: {elapsed:.0f}s gone, the last took "
+                    f"{last_seconds:.0f}s"
+                )
+                results["rows"].append({"arch": label, "l0_target": k, "skipped": "time"})
+                write_results(args.out, results)
+                continue
+            arch_began = time.perf_counter()
+            try:
+                trained = ARCHS[arch](arch, world, args, k)
+                train_s = time.perf_counter() - arch_began
+                sae = trained.pop("sae")
+                scored_at = time.perf_counter()
+                scores = score_on_world(sae, world, samples=args.eval_samples)
+            except Exception as exc:  # one architecture's failure must not cost the others' time
+                traceback.print_exc()
+                results["rows"].append({"arch": label, "l0_target": k, "error": repr(exc)})
+                write_results(args.out, results)
+                continue
+            finally:
+                if args.device.startswith("cuda"):
+                    torch.cuda.empty_cache()
+            row = {"arch": label, "l0_target": k, **trained, **scores, "train_s": train_s}
+            row["eval_s"] = time.perf_counter() - scored_at
+            last_seconds = time.perf_counter() - arch_began
+            results["rows"].append(row)
+            write_results(args.out, results)
+            reference = PUBLISHED_SCORES.get((arch, k))
+            note = (
+                f" (published F1/MCC at 200M: {reference[0]}/{reference[1]})" if reference else ""
+            )
+            print(
+                f"{label} L0 {k}: F1 {row['f1']:.3f} MCC {row['mcc']:.3f} EV "
+                f"{row['explained_variance']:.3f} gap {row['absorption_gap']:.3f} L0 "
+                f"{row['l0']:.1f} dead {row['dead_latents']} | {row['samples_per_s']:,.0f} "
+                f"samples/s, train {train_s:.0f}s, eval {row['eval_s']:.0f}s{note}",
+                flush=True,
+            )
+    results["total_s"] = time.perf_counter() - began
+    write_results(args.out, results)
+    print((args.out / "results.md").read_text())
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = parse_args(argv)
+    except UserError as exc:
+        print(f"synth_sae_bench: {exc}", file=sys.stderr)
+        return 2
+    run(args)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

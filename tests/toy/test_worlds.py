@@ -3,16 +3,19 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import os
 import tempfile
+from pathlib import Path
 
 import pytest
 import torch
 
 from pivotal_sae.cli import main
 from pivotal_sae.saes.toy_io import build_toy_sae
+from pivotal_sae.saes.tree import TreeSae, forest_parents
 from pivotal_sae.toy import worlds
 from pivotal_sae.toy.synthetic_eval import score_on_world, train_on_world
 
@@ -39,6 +42,16 @@ def _shared_world_cache(world_cache, monkeypatch):
     monkeypatch.setenv("PIVOTAL_SAE_CACHE", world_cache)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    # Steps this small cost thread hand-offs, not arithmetic: on a busy 2-core machine two
+    # threads made them 20x slower.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def small_world(world_cache):
     return worlds.load_world(SMALL)
@@ -62,31 +75,87 @@ def test_regenerated_world_statistics(small_world):
     assert whole["mean_l0_top"] == pytest.approx(whole["mean_l0"])
 
 
-@pytest.mark.parametrize("arch", ["topk", "matryoshka", "hierarchical"])
+@pytest.mark.parametrize(
+    "arch", ["topk", "batchtopk", "matryoshka", "matryoshka-batchtopk", "hierarchical", "tree"]
+)
 def test_each_architecture_trains_and_is_scored_by_saelens(arch, small_world):
-    sae = build_toy_sae(arch, 64, 64, 5, n_children=4)
-    speed = train_on_world(sae, small_world, samples=2_560, batch_size=256, lr=3e-3)
+    # The tree SAE: one tree of branching 4 and depth 2 (21 latents) beside 43 flat latents.
+    parents = forest_parents(64, 1, 4, 2) if arch == "tree" else None
+    sae = build_toy_sae(arch, 64, 64, 5, n_children=4, parents=parents)
+    # 200 steps of 32 rows: enough to learn something, cheap on 2 cores.
+    speed = train_on_world(sae, small_world, samples=6_400, batch_size=32, lr=3e-3)
     assert speed["samples_per_s"] > 0
-    scores = score_on_world(sae, small_world, samples=5_000)
+    scores = score_on_world(sae, small_world, samples=10_000)
     for name in ("f1", "precision", "recall", "mcc", "uniqueness"):
         assert 0 <= scores[name] <= 1, name
-    assert scores["l0"] > 0 and scores["explained_variance"] <= 1
+    assert 0 < scores["l0"] < 20 and 0.2 < scores["explained_variance"] <= 1
+    assert scores["dead_latents"] < 64
     assert math.isfinite(scores["absorption_gap"]) and scores["parents_scored"] > 0
+
+
+def test_handcoded_tree_sae_recovers_a_tree_world():
+    """Trees two deep (2 roots, 3 mutually exclusive children each, 9 grandchildren) beside 14
+    flat features, orthonormal directions: the tree SAE set to the ground truth scores 1."""
+    from sae_lens.synthetic import (
+        HierarchyConfig,
+        SyntheticModel,
+        SyntheticModelConfig,
+        ZipfianFiringProbabilityConfig,
+    )
+
+    config = SyntheticModelConfig(
+        num_features=40,
+        hidden_dim=48,
+        firing_probability=ZipfianFiringProbabilityConfig(
+            exponent=0.5, max_prob=0.4, min_prob=0.05
+        ),
+        hierarchy=HierarchyConfig(
+            total_root_nodes=2,
+            branching_factor=3,
+            max_depth=2,
+            mutually_exclusive_portion=1.0,
+            compensate_probabilities=True,
+        ),
+        std_firing_magnitudes=0.5,
+        mean_firing_magnitudes=4.0,
+        bias=0.5,
+        seed=3,
+    )
+    world = SyntheticModel(config)
+    orthonormal_MF, _ = torch.linalg.qr(
+        torch.randn(48, 40, generator=torch.Generator().manual_seed(0))
+    )
+    world.feature_dict.feature_vectors.data = orthonormal_MF.T.contiguous()
+    features, parents = worlds.world_forest(world)
+    assert sorted(features) == list(range(40)) and parents.count(-1) == 2 + 14
+    assert max(parents) >= 16  # grandchildren hang under children
+    sae = build_toy_sae("tree", 48, 40, 3, parents=parents)
+    assert isinstance(sae, TreeSae)
+    vectors_LM = world.feature_dict.feature_vectors.detach()[features]
+    sae.set_to_ground_truth_(vectors_LM, world.feature_dict.bias.detach(), threshold=1e-3)
+    scores = score_on_world(sae, world, samples=5_000)
+    assert scores["mcc"] > 0.999 and scores["f1"] > 0.999 and scores["explained_variance"] > 0.99
+    assert scores["l0"] == pytest.approx(scores["true_l0"])
 
 
 def test_cli_trains_on_a_world(tmp_path, small_world):
     out = tmp_path / "run"
-    args = ["--world", SMALL, "--arch", "topk", "--sae-hidden-dim", "64", "--sae-k", "5"]
+    args = ["--world", SMALL, "--arch", "tree", "--tree-roots", "1", "--sae-hidden-dim", "64"]
+    args += ["--sae-k", "5"]
     args += ["--max-step", "5", "--batch-size", "64", "--device", "cpu", "--no-plots"]
     assert main(["toy", "train", *args, "--out", str(out)]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["world"] == SMALL and 0 <= summary["mcc"] <= 1
+    config = json.loads((out / "sae" / "cfg.json").read_text())
+    assert config["architecture"] == "tree" and config["parents"].count(-1) == 64 - 20
 
 
 BAD_WORLDS = [
     (["--world", "atlantis"], "unknown --world"),
     (["--world", SMALL, "--sae-hidden-dim", "600"], "exceeds --world"),
     (["--world", "synthsaebench-16k", "--sae-hidden-dim", "64"], "GiB to build"),
+    (["--arch", "tree"], "needs a synthetic --world"),
+    (["--world", SMALL, "--arch", "tree", "--sae-hidden-dim", "20"], "fewer top-level"),
 ]
 
 
@@ -102,3 +171,54 @@ def test_bad_world_is_one_line_exit_2_and_writes_nothing(
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and needle in err and "Traceback" not in err
     assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def load_benchmark():
+    path = Path(__file__).parents[2] / "benchmarks" / "synth_sae_bench.py"
+    spec = importlib.util.spec_from_file_location("synth_sae_bench", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_benchmark_writes_a_table_for_ours_and_saelens(tmp_path, small_world, capsys):
+    out = tmp_path / "bench"
+    args = ["--world", SMALL, "--budget-samples", "3200", "--width", "64", "--batch-size", "32"]
+    args += ["--lr", "3e-3", "--l0", "5", "--arch", "batchtopk", "tree", "saelens-batchtopk"]
+    args += ["--tree-roots", "1"]
+    args += ["--device", "cpu", "--eval-samples", "10000", "--stats-samples", "5000"]
+    assert load_benchmark().main([*args, "--out", str(out)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["world_statistics"]["mean_l0"] > 1
+    archs = [row["arch"] for row in results["rows"]]
+    assert archs == ["batchtopk", "tree-d2", "saelens-batchtopk"]
+    for row in results["rows"]:
+        for key in ("f1", "mcc", "uniqueness", "explained_variance", "dead_latents"):
+            assert math.isfinite(row[key]), key
+        assert row["samples_per_s"] > 0 and row["explained_variance"] > 0
+    table = (out / "results.md").read_text()
+    assert "| saelens-batchtopk | 5 |" in table
+    assert "world statistics" in capsys.readouterr().out
+
+
+BAD_BENCHMARKS = [
+    (["--world", "atlantis"], "unknown --world"),
+    (["--world", SMALL, "--arch", "resnet"], "unknown --arch"),
+    (["--world", SMALL, "--width", "600"], "exceeds --world"),
+    (["--world", "synthsaebench-16k", "--width", "64"], "GiB to build"),
+    (["--world", SMALL, "--budget-samples", "many"], "invalid int value"),
+    (["--world", SMALL, "--width", "64", "--arch", "tree"], "--tree-roots"),
+]
+
+
+@pytest.mark.parametrize(("args", "needle"), BAD_BENCHMARKS)
+def test_benchmark_bad_input_is_one_line_exit_2_and_writes_nothing(
+    args, needle, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setattr(worlds, "available_memory_bytes", lambda: 1 << 30)
+    out = tmp_path / "bench"
+    assert load_benchmark().main([*args, "--device", "cpu", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and needle in err and "Traceback" not in err
+    assert not out.exists()

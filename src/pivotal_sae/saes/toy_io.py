@@ -16,9 +16,11 @@ import torch
 from safetensors.torch import load_file
 
 from pivotal_sae.runs import atomic_save_safetensors, atomic_write_json
+from pivotal_sae.saes.batchtopk import BatchTopKSae, MatryoshkaBatchTopKSae
 from pivotal_sae.saes.hierarchical import HierarchicalSae
 from pivotal_sae.saes.matryoshka import MatryoshkaSae
 from pivotal_sae.saes.topk import Init, TopKSae
+from pivotal_sae.saes.tree import TreeSae
 
 WEIGHTS = "sae_weights.safetensors"
 CONFIG = "cfg.json"
@@ -28,7 +30,15 @@ ToySae = TopKSae  # every toy architecture subclasses TopKSae
 #: Toy architectures by name (each class's `architecture`), as `saes.sae.ARCHITECTURES` maps
 #: the language-model side's; the same directory of a hierarchical SAE loads in both.
 TOY_ARCHITECTURES: dict[str, type[TopKSae]] = {
-    cls.architecture: cls for cls in (TopKSae, HierarchicalSae, MatryoshkaSae)
+    cls.architecture: cls
+    for cls in (
+        TopKSae,
+        HierarchicalSae,
+        MatryoshkaSae,
+        BatchTopKSae,
+        MatryoshkaBatchTopKSae,
+        TreeSae,
+    )
 }
 
 
@@ -44,6 +54,7 @@ def build_toy_sae(
     init: Init = "tied",
     parent_recon_coeff: float = 0.0,
     balance: bool = False,
+    parents: tuple[int, ...] | None = None,
     generator: torch.Generator | None = None,
 ) -> TopKSae:
     """A toy SAE of the named architecture; options a class does not take are ignored."""
@@ -54,6 +65,7 @@ def build_toy_sae(
         "n_children": n_children,
         "prefixes": prefixes,
         "parent_recon_coeff": parent_recon_coeff,
+        "parents": parents,
     }
     own = {name: given[name] for name in cls.own_options}
     return cls(d_in, d_sae, k, relu=relu, init=init, balance=balance, generator=generator, **own)
@@ -80,6 +92,7 @@ def load_toy_sae(directory: Path, device: torch.device | str = "cpu") -> TopKSae
         relu=config.get("relu", True),
         parent_recon_coeff=config.get("parent_recon_coeff", 0.0),
         balance=config.get("balance", False),
+        parents=tuple(config["parents"]) if "parents" in config else None,
     )
     state = load_file(str(directory / WEIGHTS))
     # Directories written without load balancing (e.g. by the language-model trainer) have no

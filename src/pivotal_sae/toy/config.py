@@ -40,6 +40,16 @@ RECIPES: dict[str, dict[str, object]] = {
 }
 
 
+def tree_fits(config: ToyTrainConfig) -> bool:
+    """Whether the tree SAE's forest fits the width with at least `--sae-k` top-level latents."""
+    from pivotal_sae.saes.tree import forest_size
+
+    forest = forest_size(config.tree_roots, config.tree_branching, min(config.tree_depth, 64))
+    return forest <= config.sae_hidden_dim and (
+        config.sae_hidden_dim - forest + config.tree_roots >= config.sae_k
+    )
+
+
 #: Rows of the fixed validation batch every evaluation scores.
 VALIDATION_ROWS = 10_000
 
@@ -57,9 +67,14 @@ class ToyTrainConfig:
     """Data: `seed` (the planted parent/child features below) or a SAELens synthetic world,
     `synthsaebench-16k` (the published benchmark) or `synthsaebench-small` (small, for CPU)."""
 
-    arch: Literal["topk", "hierarchical", "matryoshka"] = "hierarchical"
+    arch: Literal[
+        "topk", "hierarchical", "matryoshka", "batchtopk", "matryoshka-batchtopk", "tree"
+    ] = "hierarchical"
     """SAE architecture: flat TopK, hierarchical (winner-take-all children under each TopK parent
-    latent) or Matryoshka (nested-prefix TopK)."""
+    latent), Matryoshka (nested-prefix TopK), BatchTopK (k per row on average over the batch, a
+    learned threshold at inference), Matryoshka over a BatchTopK selection, or tree (synthetic
+worlds only: `--tree-roots` trees of winner-take-all children under BatchTopK roots, beside flat
+latents)."""
 
     hierarchical: bool = field(default=False, metadata={"flag": "--hierarchical"})
     """The original code's spelling of `--arch hierarchical`."""
@@ -154,6 +169,15 @@ class ToyTrainConfig:
 
     matryoshka_prefixes: list[int] | None = None
     """Nested prefix sizes of the Matryoshka SAE (default: halve the width down to 8 or more)."""
+
+    tree_roots: int = 4
+    """Tree SAE: trees among the top-level latents (the rest of --sae-hidden-dim is flat)."""
+
+    tree_branching: int = 4
+    """Tree SAE: children of each tree latent above the leaves."""
+
+    tree_depth: int = 2
+    """Tree SAE: levels of children below each tree root."""
 
     eval_every: int = 5_000
     """Steps between full evaluations (10,000 validation rows), checkpoints and plots."""
@@ -286,8 +310,23 @@ class ToyTrainConfig:
                 f"--matryoshka-prefixes must lie between 1 and --sae-hidden-dim ({width})",
             ),
             (
-                not prefixes or self.arch == "matryoshka",
+                not prefixes or self.arch.startswith("matryoshka"),
                 "--matryoshka-prefixes only applies to --arch matryoshka",
+            ),
+            (
+                self.arch != "tree" or self.world != "seed",
+                "--arch tree needs a synthetic --world (the seed world is two levels: use "
+                "--arch hierarchical)",
+            ),
+            (
+                self.tree_roots >= 0 and self.tree_branching >= 1 and self.tree_depth >= 0,
+                "--tree-roots and --tree-depth must be non-negative, --tree-branching positive",
+            ),
+            (
+                self.arch != "tree" or tree_fits(self),
+                f"--tree-roots {self.tree_roots} trees of --tree-branching "
+                f"{self.tree_branching} and --tree-depth {self.tree_depth} leave fewer top-level "
+                f"latents than --sae-k ({self.sae_k}) in --sae-hidden-dim {width}",
             ),
             (
                 not self.handcode_sae or self.arch == "hierarchical",
@@ -303,6 +342,13 @@ class ToyTrainConfig:
                 f"unknown --device {self.device!r}; choose auto, cpu or cuda",
             ),
         ]
+
+    def tree_parents(self) -> tuple[int, ...]:
+        from pivotal_sae.saes.tree import forest_parents
+
+        return forest_parents(
+            self.sae_hidden_dim, self.tree_roots, self.tree_branching, self.tree_depth
+        )
 
     def replace(self, **changes: Any) -> ToyTrainConfig:
         return dataclasses.replace(self, **changes)

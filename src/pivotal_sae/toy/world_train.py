@@ -31,6 +31,7 @@ def train_world_run(config: ToyTrainConfig, run_dir: Path, device: torch.device)
         prefixes=tuple(config.matryoshka_prefixes) if config.matryoshka_prefixes else None,
         relu=bool(config.relu),
         parent_recon_coeff=config.parent_recon_coeff or 0.0,
+        parents=config.tree_parents() if config.arch == "tree" else None,
         generator=torch.Generator().manual_seed(config.seed),
     ).to(device)
     print(f"pivotal-sae toy train: writing {run_dir} (world {config.world})", flush=True)

@@ -147,12 +147,35 @@ def parent_child_pairs(world: SyntheticModel) -> list[tuple[int, int]]:
     return pairs
 
 
+def world_forest(world: SyntheticModel) -> tuple[list[int], tuple[int, ...]]:
+    """The world's features as a tree SAE's latents: (feature of each latent, its parent latent
+    or -1), level by level: tree roots and features outside any tree first, then children."""
+    roots = list(world.hierarchy.roots) if world.hierarchy else []
+    in_trees = {f for root in roots for f in root.get_all_feature_indices()}
+    features = [root.feature_index for root in roots]
+    features += [f for f in range(world.cfg.num_features) if f not in in_trees]
+    parents = [-1] * len(features)
+    level = [(i, root) for i, root in enumerate(roots)]
+    while level:
+        below = []
+        for latent, node in level:
+            for child in node.children:
+                below.append((len(features), child))
+                features.append(child.feature_index)
+                parents.append(latent)
+        level = below
+    if any(f is None for f in features):
+        raise ValueError("the world's hierarchy has nodes without features")
+    return features, tuple(parents)
+
+
 @torch.no_grad()
 def world_statistics(
     world: SyntheticModel, samples: int = 100_000, top: int = 4096
 ) -> dict[str, float]:
     """Mean L0 of regenerated samples, overall and counting only the `top` most frequent
-    features (the published check compares the latter with an SAE of width 4,096)."""
+    features (the published check compares the latter with an SAE of width 4,096), and the
+    share of firing features at the top of the world's forest."""
     fires_F = torch.zeros(world.cfg.num_features)
     l0_sum = 0.0
     rows = 0
@@ -165,4 +188,12 @@ def world_statistics(
         l0_sum += active_BF.sum().item()
         rows += active_BF.shape[0]
     top_fires = fires_F.topk(min(top, fires_F.numel())).values.sum().item()
-    return {"mean_l0": l0_sum / rows, "mean_l0_top": top_fires / rows, "top": float(top)}
+    features, parents = world_forest(world)
+    top_level = torch.tensor([f for f, p in zip(features, parents, strict=True) if p < 0])
+    return {
+        "mean_l0": l0_sum / rows,
+        "mean_l0_top": top_fires / rows,
+        "top": float(top),
+        # Share of firing features that are tree roots or outside any tree.
+        "top_level_share": fires_F[top_level].sum().item() / max(fires_F.sum().item(), 1.0),
+    }

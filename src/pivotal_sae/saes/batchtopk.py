@@ -1,0 +1,72 @@
+"""BatchTopK SAE (Bussmann et al. 2024) and its Matryoshka form, as trained on synthetic worlds.
+
+Training keeps the `k * B` largest ReLU'd pre-activations of the whole batch rather than `k` per
+row, so rows that hold more features may use more latents. Inference cannot see a batch, so a
+threshold (an exponential moving average, coefficient 0.01, of the smallest kept activation of
+each training batch, as SAELens computes it, started at the first batch's) replaces the
+selection: a latent fires where its pre-activation exceeds it. (SAELens's training SAE keeps the
+batch selection when evaluated; the benchmark's L0 column shows the difference.)
+
+Selections stay sparse: each row's kept latents are its `K` largest pre-activations, `K` being
+the most any row keeps in this batch; slots below the batch's cut hold 0 (not firing), as a
+ReLU'd TopK value of 0 does.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from pivotal_sae.saes.matryoshka import MatryoshkaSae
+from pivotal_sae.saes.topk import TopKSae
+
+THRESHOLD_EMA_COEFF = 0.01
+
+
+def keep_above(pre_acts_BE: Tensor, cut: Tensor | float) -> tuple[Tensor, Tensor]:
+    """Each row's pre-activations >= `cut` (and > 0) as (values, indices) of the row's top K, K
+    the largest count of any row (at least 1); the other slots hold 0."""
+    width = int((pre_acts_BE >= cut).sum(dim=1).max().clamp(1, pre_acts_BE.shape[1]).item())
+    values_BK, indices_BK = pre_acts_BE.topk(width, dim=-1)
+    return torch.where(values_BK >= cut, values_BK.relu(), 0.0), indices_BK
+
+
+class BatchTopKSae(TopKSae):
+    """TopK over the whole batch while training; a learned global threshold at inference."""
+
+    architecture = "batchtopk"
+    threshold: Tensor
+
+    def __init__(self, d_in: int, d_sae: int, k: int, **options: Any) -> None:
+        super().__init__(d_in, d_sae, k, **options)
+        self.register_buffer("threshold", torch.zeros(()))
+
+    def batch_k(self) -> float:
+        """Latents kept per row, on average over the batch, by the training selection."""
+        return float(self.k)
+
+    def select(self, pre_acts_BE: Tensor) -> tuple[Tensor, Tensor]:
+        if not self.training:
+            # Strictly above: a threshold of 0 (never trained) must not let zeros fire.
+            return keep_above(pre_acts_BE, torch.nextafter(self.threshold, self.threshold + 1))
+        relu_BE = pre_acts_BE.relu()
+        kept = min(max(1, round(self.batch_k() * pre_acts_BE.shape[0])), relu_BE.numel())
+        cut = relu_BE.flatten().topk(kept, sorted=False).values.min()
+        values_BK, indices_BK = keep_above(pre_acts_BE, cut.clamp_min(torch.finfo(cut.dtype).tiny))
+        with torch.no_grad():
+            positive = values_BK[values_BK > 0]
+            if positive.numel():
+                # The first batch sets the threshold (0 means never trained), so that short
+                # runs do not infer with a threshold still climbing from 0.
+                weight = torch.where(self.threshold > 0, THRESHOLD_EMA_COEFF, 1.0)
+                self.threshold.lerp_(positive.min(), weight)
+        return values_BK, indices_BK
+
+
+class MatryoshkaBatchTopKSae(BatchTopKSae, MatryoshkaSae):
+    """Matryoshka's nested-prefix loss over a BatchTopK selection (the published Matryoshka)."""
+
+    architecture = "matryoshka-batchtopk"
+    own_options: tuple[str, ...] = ("prefixes",)
