@@ -68,7 +68,9 @@ def test_a_hub_id_offline_fails_in_seconds_with_one_line(command, tmp_path):
     assert done.returncode == 2, done.stderr
     assert done.stderr.count("\n") == 1, done.stderr
     assert "cannot fetch" in done.stderr and "HF_HUB_OFFLINE" in done.stderr
-    assert seconds < 5, f"{command} took {seconds:.1f} s to fail"
+    # Retries took 28-42 s; the under-5-s figure is measured alone (BENCHMARKS.md), while a
+    # loaded CI machine gets slack here.
+    assert seconds < 15, f"{command} took {seconds:.1f} s to fail"
     assert not (tmp_path / "runs").exists()
 
 
@@ -80,7 +82,7 @@ def test_an_unreachable_hub_fails_in_seconds_without_hf_hub_offline(tmp_path):
     assert done.returncode == 2, done.stderr
     assert done.stderr.count("\n") == 1, done.stderr
     assert "cannot be reached" in done.stderr
-    assert seconds < 5, f"took {seconds:.1f} s to fail"
+    assert seconds < 15, f"took {seconds:.1f} s to fail"
 
 
 def test_local_files_are_checked_before_the_hub(tmp_path):

@@ -8,7 +8,8 @@ GRADE_NOTES = {
         "planted in the default MiniLM SAE, precision 0.93 at recall 0.8 (mean of planting seeds "
         "3-5); in the toy lab, precision 0.35-0.76 at recall 0.8 (seeds 4-6, TopK and Matryoshka "
         "SAEs); of the category score's (main, absorbing) latent pairs on MiniLM, none in its "
-        "top 1,000. Read the list as candidates to check, not as found absorption."
+        "top 100 (3 of 25 in its top 1,000 at block 4, none of 7 at block 3). Read the list as "
+        "candidates to check, not as found absorption."
     ),
     "original": (
         'Ranked by the original statistic ("never co-occur, similar effects"). On every ground '
