@@ -117,11 +117,16 @@ def world(tmp_path_factory):
         token_text=tokenizer_text(lm.tokenizer), counter=counter,
         effects=(effects_eE, how_often_e), sample=collect_sample(lm, ablator, contexts),
     )  # fmt: skip
+    from pivotal_sae.absorption.finder import find_partial_pairs
+    from pivotal_sae.absorption.jobs.pairs import write_partial_pairs
+
+    candidates = find_partial_pairs(ablator.W_dec.detach(), counter, max_pairs=40)
+    write_partial_pairs(run, candidates)
     atomic_write_json(run / "summary.json", {"model": str(model_dir), "pairs": len(search.pairs)})
     return {
         "root": root, "model_dir": model_dir, "ablator_dir": ablator_dir,
         "reader_dir": reader_dir, "explanations": explanations_file, "run": run,
-        "counter": counter, "examples": examples, "search": search,
+        "counter": counter, "examples": examples, "search": search, "candidates": candidates,
     }  # fmt: skip
 
 

@@ -216,3 +216,41 @@ def test_tokenizers_without_offsets(browser):
     page = render_standalone(result)
     assert "<b>" not in page and page.count(">&lt;</span>") == 2
     assert stylesheet() in page  # the explorer's one stylesheet, inlined
+
+
+def test_the_pairs_page_opens_on_the_graded_candidates(client, world):
+    """partial_pairs.json's pairs come first, as cards with their evidence and grade; the
+    original's lists stay one tab away, with theirs."""
+    import markupsafe
+
+    from pivotal_sae.render.grades import GRADE_NOTES
+
+    candidates = world["candidates"].pairs
+    assert candidates
+    page = client.get("/pairs").text
+    assert str(markupsafe.escape(GRADE_NOTES["partial"])) in page
+    first = candidates[0]
+    assert 'id="candidate-1"' in page and f"score {first.score:.3f}" in page
+    assert f'href="/latent/{ABLATOR}/{first.parent}"' in page
+    assert page.count('id="candidate-') == min(len(candidates), 20)
+    assert "<script>alert" not in page  # an explanation holding a script tag is escaped
+    original = client.get("/pairs?kind=effect").text
+    assert str(markupsafe.escape(GRADE_NOTES["original"])) in original
+    assert 'id="candidate-' not in original
+    assert client.get("/pairs?kind=candidates&page=99").status_code == 404
+
+
+def test_a_damaged_partial_pairs_file_is_one_line(world, tmp_path):
+    import shutil
+
+    import pytest
+
+    from pivotal_sae.errors import UserError
+    from pivotal_sae.explorer.run_data import load_run
+
+    run = tmp_path / "run"
+    shutil.copytree(world["run"], run)
+    for damage in ('{"pairs": [{"parent": 1}]}', '{"pairs": 3}', "[]"):
+        (run / "partial_pairs.json").write_text(damage)
+        with pytest.raises(UserError, match=r"partial_pairs\.json is damaged"):
+            load_run(run)

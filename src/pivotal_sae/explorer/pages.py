@@ -21,6 +21,9 @@ from pivotal_sae.explorer.browse import PAIR_KINDS, Browser, NotFound
 from pivotal_sae.render import http_url as http_url
 from pivotal_sae.render import make_environment
 
+CANDIDATES = "candidates"
+"""The Pairs page's tab of the partial method's pairs."""
+
 TEMPLATES = Path(__file__).parent / "templates"
 PAIRS_PER_PAGE = 20
 EXAMPLES_PER_PAIR_LATENT = 3
@@ -86,12 +89,18 @@ def highlight_page(
 @router.get("/pairs", response_class=HTMLResponse)
 def pairs_page(
     request: Request,
-    kind: Annotated[str, Query(pattern="^(" + "|".join(PAIR_KINDS) + ")$")] = "effect",
+    kind: Annotated[
+        str | None, Query(pattern="^(" + "|".join((CANDIDATES, *PAIR_KINDS)) + ")$")
+    ] = None,
     page: Annotated[int, Query(ge=1)] = 1,
 ) -> HTMLResponse:
     browser: Browser = request.app.state.browser
+    if kind is None:  # the graded method's candidates first, where the run has them
+        kind = CANDIDATES if browser.run is not None and browser.run.candidates else "effect"
     if browser.run is None:
         return render(request, "pairs.html", listing=None, kind=kind, page=1, pages=1)
+    if kind == CANDIDATES:
+        return candidates_page(request, browser, page)
     listing = browser.pairs(kind, (page - 1) * PAIRS_PER_PAGE, PAIRS_PER_PAGE)
     pages = max(1, -(-listing.total // PAIRS_PER_PAGE))
     if page > pages:
@@ -103,6 +112,28 @@ def pairs_page(
     return render(
         request, "pairs.html", listing=listing, kind=kind, page=page, pages=pages, details=details
     )
+
+
+def candidates_page(request: Request, browser: Browser, page: int) -> HTMLResponse:
+    """The partial method's pairs (partial_pairs.json) as cards, a page at a time."""
+    run = browser.run
+    assert run is not None and browser.run_sae is not None
+    pages = max(1, -(-len(run.candidates) // PAIRS_PER_PAGE))
+    if page > pages:
+        raise NotFound(f"there is no page {page}; the candidates fill {pages}")
+    first = (page - 1) * PAIRS_PER_PAGE
+    shown = run.candidates[first : first + PAIRS_PER_PAGE]
+    details = {}
+    for c in shown:
+        for index in (c.parent, c.absorber):
+            details[index] = browser.latent(browser.run_sae, index, EXAMPLES_PER_PAIR_LATENT)
+    return render(
+        request, "pairs.html", listing=None, kind=CANDIDATES, page=page, pages=pages,
+        candidates=shown, first_rank=first + 1, details=details,
+        urls={i: d.neuronpedia_url for i, d in details.items()},
+        explanations={i: d.explanation for i, d in details.items()},
+        ablations={i: None for i in details}, sae=browser.run_sae,
+    )  # fmt: skip
 
 
 @router.get("/latent", response_class=HTMLResponse)

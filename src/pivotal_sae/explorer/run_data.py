@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from pivotal_sae.absorption.examples import TopExamples
+from pivotal_sae.absorption.finder import AbsorptionCandidate
 from pivotal_sae.absorption.pair_records import PairRecord, PairsDocument
 from pivotal_sae.absorption.results_files import (
     COOCCURRENCES,
@@ -32,6 +33,7 @@ from pivotal_sae.absorption.results_files import (
 from pivotal_sae.errors import UserError
 
 PAIRS_JSON = "pairs.json"
+PARTIAL_JSON = "partial_pairs.json"
 #: Results files larger than this are not read whole for the dashboard's correlations/effects.
 MAX_LAZY_BYTES = 1 << 30
 RUN_FILES = (PAIRS_JSON, *(f"{kind}.safetensors[.zst]" for kind in FORMATS))
@@ -48,6 +50,10 @@ class RunData:
     """`pairs.json`'s decoder-similarity pairs, best first."""
     pairs_meta: dict[str, Any] = field(default_factory=dict)
     has_pairs_file: bool = False
+    candidates: list[AbsorptionCandidate] = field(default_factory=list)
+    """`partial_pairs.json`'s pairs (the partial method), best first."""
+    candidates_meta: dict[str, Any] = field(default_factory=dict)
+    """Its settings and counts (`pairs_scored`, `latents_alive`)."""
     summary: dict[str, Any] = field(default_factory=dict)
     manifest: dict[str, Any] = field(default_factory=dict)
     metadata: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -156,6 +162,8 @@ class RunData:
             "pairs": len(self.pairs),
             "pairs_matching": self.pairs_meta.get("n_matching"),
             "decoder_pairs": len(self.decoder_pairs),
+            "candidates": len(self.candidates),
+            "candidates_scored": self.candidates_meta.get("pairs_scored"),
             "has_pairs_file": self.has_pairs_file,
             "has_top_examples": self.examples is not None,
             "settings": settings if isinstance(settings, dict) else {},
@@ -238,6 +246,19 @@ def _read_pairs(run: RunData, path: Path) -> None:
                 run.explanations.setdefault(side.id, side.explanation)
 
 
+def _read_candidates(run: RunData, path: Path) -> None:
+    document = _read_json(path)
+    fields = AbsorptionCandidate._fields
+    try:
+        raw = document["pairs"]
+        run.candidates = [AbsorptionCandidate(**{f: pair[f] for f in fields}) for pair in raw]
+    except (KeyError, TypeError, ValueError):
+        raise UserError(f"{path} is damaged (not the partial method's pairs)") from None
+    if not all(isinstance(c.parent, int) and isinstance(c.absorber, int) for c in run.candidates):
+        raise UserError(f"{path} is damaged (latent ids that are not whole numbers)")
+    run.candidates_meta = {k: v for k, v in document.items() if k != "pairs"}
+
+
 def load_run(path: Path) -> RunData:
     """Read an absorb run directory, or raise a `UserError` saying why it is not one."""
     path = Path(path).expanduser()
@@ -258,6 +279,8 @@ def load_run(path: Path) -> RunData:
         _read_examples(run, examples)
     if pairs_path.is_file():
         _read_pairs(run, pairs_path)
+    if (path / PARTIAL_JSON).is_file():
+        _read_candidates(run, path / PARTIAL_JSON)
     for name, attribute in (("summary.json", "summary"), ("manifest.json", "manifest")):
         if (path / name).is_file():
             value = _read_json(path / name)
