@@ -11,7 +11,8 @@ from pivotal_sae.absorption.cooccurrence import DenseCooccurrence
 from pivotal_sae.absorption.finder import find_partial_pairs, poisson_sf, wilson_interval
 from pivotal_sae.absorption.pairs import poisson_cdf
 from pivotal_sae.errors import UserError
-from tests.absorption.references import cooccurrence_loop, partial_pairs_loop
+
+from .references import cooccurrence_loop, partial_pairs_loop
 
 
 def random_case(seed: int, e: int = 48, m: int = 16, tokens: int = 400):
@@ -115,7 +116,7 @@ def test_bad_settings_are_refused_in_one_line(kwargs, message) -> None:
 
 
 def test_token_conditioned_evidence_when_the_counts_kept_token_ids() -> None:
-    from tests.absorption.test_token_firing import case, token_expectation_loop
+    from .test_token_firing import case, token_expectation_loop
 
     acts_TE, ids_T = case(5, e=10)
     counter = DenseCooccurrence(10, "cpu")
