@@ -99,6 +99,8 @@ SWEEP = [
     ([*ABS, "--partial-exponent", "nan"], "--partial-exponent"),
     ([*ABS, "--partial-exponent", "inf"], "--partial-exponent"),
     ([*PAIRS, "--partial-pairs", "-5"], "--partial-pairs"),
+    ([*ABS, "--method", "cosine"], "--method"),
+    ([*PAIRS, "--method", ""], "--method"),
     ([*ABS, "--cooccurrence-prompts", BIG], "more than any corpus holds"),
     ([*ABS, "--explanations", "{tmp}/missing.jsonl"], "does not exist"),
     ([*ABS, "--ablator-sae-neuronpedia-id", "no-slash"], "Neuronpedia id"),
