@@ -46,7 +46,7 @@ SESSION_KEYS = ("resumed", "run_dir", "steps_this_session", "created")
 
 
 def is_session_key(key: str) -> bool:
-    return key in SESSION_KEYS or key.endswith(("_seconds", "per_second"))
+    return key in SESSION_KEYS or key.endswith(("_seconds", "per_second", "_time_s"))
 
 
 def strip_session(value: Any) -> Any:
