@@ -4,7 +4,8 @@ Serves the explorer as `pivotal-sae serve --run RUN` would (default: the embedde
 its default SAEs), drives headless Chromium (Debian's /usr/bin/chromium) through Playwright,
 and saves the Highlight page (one latent, and top latents per token), the Pairs page and the
 Latent page of the first pair's first latent, the dashboard of a latent that fires often, and
-the run's report.html (its top, and the first pair's card with both latents' dashboards).
+the run's report.html (its top, the first candidate's card and the first original pair's card,
+with both latents' dashboards).
 
     uv run python benchmarks/explorer_screenshots.py --run runs/20261123-absorb
 """
@@ -133,6 +134,9 @@ def main() -> None:
                 page.add_style_tag(content="header.top { position: static; }")
                 shots.append(args.out / "report-dashboard.png")
                 page.locator("#pair-1").screenshot(path=str(shots[-1]))
+                if page.locator("#candidate-1").count():  # the partial method's first card
+                    shots.append(args.out / "report-candidate.png")
+                    page.locator("#candidate-1").screenshot(path=str(shots[-1]))
         chromium.close()
     server.should_exit = True
     thread.join(timeout=10)
