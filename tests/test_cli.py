@@ -86,3 +86,15 @@ def test_help_at_80_columns_shows_every_option_name_whole(argv, command, capsys,
             )
     assert not re.findall(r"--[\w-]*-\n", out), "an option name in a description wrapped"
     assert "<bool>" not in out, "switches take no value"
+
+
+def test_the_cli_starts_without_importing_torch():
+    """--help and the hub checks stay fast: no command module imports torch when loaded
+    (torch alone takes seconds to import on a small machine)."""
+    import subprocess
+    import sys
+
+    code = "import sys, pivotal_sae.cli; print('torch' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"

@@ -13,8 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import torch
-
 from pivotal_sae.errors import UserError
 from pivotal_sae.lm.defaults import cache_dir
 
@@ -169,13 +167,21 @@ def world_forest(world: SyntheticModel) -> tuple[list[int], tuple[int, ...]]:
     return features, tuple(parents)
 
 
-@torch.no_grad()
 def world_statistics(
     world: SyntheticModel, samples: int = 100_000, top: int = 4096
 ) -> dict[str, float]:
     """Mean L0 of regenerated samples, overall and counting only the `top` most frequent
     features (the published check compares the latter with an SAE of width 4,096), and the
     share of firing features at the top of the world's forest."""
+    import torch  # lazily: the CLI imports this module for its names, and --help stays fast
+
+    with torch.no_grad():
+        return _world_statistics(world, samples, top)
+
+
+def _world_statistics(world: SyntheticModel, samples: int, top: int) -> dict[str, float]:
+    import torch
+
     fires_F = torch.zeros(world.cfg.num_features)
     l0_sum = 0.0
     rows = 0
