@@ -29,7 +29,10 @@ def test_associations_match_the_scalar_reference(generator):
                     assert math.isclose(value, want[key], rel_tol=1e-9), (latent, other, key)
 
 
-def test_independent_latents_have_lift_near_one_inside_the_interval(generator):
+def test_independent_latents_have_lift_near_one_inside_the_interval():
+    # A fixed seed: a 95 % interval misses the truth on one random draw in twenty, so a fresh
+    # seed per run would fail that often.
+    generator = torch.Generator().manual_seed(0)
     acts_TE = (torch.rand(200_000, 2, generator=generator) > 0.9).float()
     cooc_ee = acts_TE.T @ acts_TE
     got = associations(cooc_ee[0].long(), acts_TE.sum(0).long(), 0, tokens=200_000)
