@@ -83,20 +83,37 @@ def run_absorption_score(config: AbsorptionScoreConfig) -> Path:
     started = time.perf_counter()
     user_categories = read_category_file(config.category_file) if config.category_file else []
     lm, saes = load_checked(config, sae_sources(config))
-    causal = is_causal(lm.config)
-    tasks = [
-        t
-        for t in (
-            semantic_task(config, lm.tokenizer, causal, user_categories),
-            first_letter_task(config, lm.tokenizer, causal),
-        )
-        if t is not None and t.categories
-    ]
+    tasks = category_tasks(config, lm, user_categories)
     if not tasks:
         raise UserError("no category has enough single-token words to score (see --min-words)")
     run_dir = Path(config.out or default_run_dir(JOB))
     prepare_new_run_dir(run_dir)
     write_manifest(run_dir, JOB, config_to_dict(config))
+    write_score_outputs(run_dir, score_saes(config, lm, tasks, saes, started))
+    print(f"pivotal-sae: absorption scores in {run_dir}")
+    return run_dir
+
+
+def category_tasks(
+    config: AbsorptionScoreConfig, lm: LanguageModel, user_categories: list[Any]
+) -> list[Task]:
+    """The semantic and first-letter tasks that have categories to score."""
+    causal = is_causal(lm.config)
+    tasks = (
+        semantic_task(config, lm.tokenizer, causal, user_categories),
+        first_letter_task(config, lm.tokenizer, causal),
+    )
+    return [t for t in tasks if t is not None and t.categories]
+
+
+def score_saes(
+    config: AbsorptionScoreConfig,
+    lm: LanguageModel,
+    tasks: list[Task],
+    saes: list[tuple[Sae, str]],
+    started: float,
+) -> dict[str, Any]:
+    """Every (task, SAE) scored: the summary `write_score_outputs` writes."""
     settings = settings_of(config)
     hooks = list(dict.fromkeys(hook for _, hook in saes))
     results: list[dict[str, Any]] = []
@@ -104,16 +121,13 @@ def run_absorption_score(config: AbsorptionScoreConfig) -> Path:
         acts = member_activations(lm, task.members, hooks, config.batch_size)
         for sae, hook in saes:
             results.append(score_task(task, acts[hook], sae, hook, settings))
-    summary = {
+    return {
         "model": lm.name,
-        "causal": causal,
+        "causal": is_causal(lm.config),
         "settings": asdict(settings),
         "wall_time_s": round(time.perf_counter() - started, 1),
         "runs": results,
     }
-    write_score_outputs(run_dir, summary)
-    print(f"pivotal-sae: absorption scores in {run_dir}")
-    return run_dir
 
 
 def score_task(task: Task, acts_NM: torch.Tensor, sae: Sae, hook: str,
@@ -153,27 +167,7 @@ def score_stage(lm: LanguageModel, sae: Sae, hook: str, run_dir: Path) -> dict[s
         return json.loads((folder / SCORES).read_text())
     started = time.perf_counter()
     config = AbsorptionScoreConfig()
-    causal = is_causal(lm.config)
-    tasks = [
-        t
-        for t in (
-            semantic_task(config, lm.tokenizer, causal, []),
-            first_letter_task(config, lm.tokenizer, causal),
-        )
-        if t is not None and t.categories
-    ]
-    settings = settings_of(config)
-    results = []
-    for task in tasks:
-        acts = member_activations(lm, task.members, [hook], config.batch_size)
-        results.append(score_task(task, acts[hook], sae, hook, settings))
-    summary = {
-        "model": lm.name,
-        "causal": causal,
-        "settings": asdict(settings),
-        "wall_time_s": round(time.perf_counter() - started, 1),
-        "runs": results,
-    }
+    summary = score_saes(config, lm, category_tasks(config, lm, []), [(sae, hook)], started)
     folder.mkdir(exist_ok=True)
     write_score_outputs(folder, summary)
     return summary
