@@ -41,7 +41,7 @@ import torch
 from pivotal_sae.errors import UserError
 
 COLUMNS = ("f1", "mcc", "uniqueness", "explained_variance", "absorption_gap", "l0")
-COLUMNS += ("dead_latents", "samples_per_s", "train_s", "eval_s")
+COLUMNS += ("dead_latents", "samples", "samples_per_s", "train_s", "eval_s")
 
 #: SynthSAEBench-16k as published (SAELens docs/synth_sae_bench.md): mean L0 of the world, and
 #: counting only its 4,096 most frequent features.
@@ -79,7 +79,10 @@ def ours(arch: str, world: Any, args: argparse.Namespace, k: int) -> dict[str, A
         parents=parents,
         generator=torch.Generator().manual_seed(args.seed),
     ).to(args.device)
-    speed = train_on_world(sae, world, args.budget_samples, args.batch_size, args.lr, args.seed)
+    speed = train_on_world(
+        sae, world, args.budget_samples, args.batch_size, args.lr, args.seed,
+        lr_decay=args.lr_decay, max_seconds=args.train_seconds or None,
+    )  # fmt: skip
     return {"sae": sae, **speed}
 
 
@@ -125,7 +128,11 @@ def saelens(arch: str, world: Any, args: argparse.Namespace, k: int) -> dict[str
     start = time.perf_counter()
     result = SyntheticSAERunner(cfg, override_synthetic_model=world).run()
     seconds = time.perf_counter() - start
-    return {"sae": result.sae, "samples_per_s": args.budget_samples / seconds}
+    return {
+        "sae": result.sae,
+        "samples_per_s": args.budget_samples / seconds,
+        "samples": args.budget_samples,
+    }
 
 
 ARCHS: dict[str, Callable[[str, Any, argparse.Namespace, int], dict[str, Any]]] = {
@@ -156,6 +163,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--width", type=int, default=4096)
     parser.add_argument("--batch-size", type=int, default=1024)
     parser.add_argument("--lr", type=float, default=3e-4)
+    parser.add_argument(
+        "--lr-decay",
+        type=float,
+        default=0.0,
+        help="ours: decay the lr linearly to 0 over this final share of training (0: constant)",
+    )
+    parser.add_argument(
+        "--train-seconds",
+        type=float,
+        default=0.0,
+        help="ours: stop training after this long; the row's samples column says how far (0: off)",
+    )
     parser.add_argument("--l0", type=int, nargs="+", default=[25, 20])
     parser.add_argument("--arch", nargs="+", default=list(ARCHS))
     parser.add_argument("--seed", type=int, default=1)
@@ -198,6 +217,10 @@ def check_args(args: argparse.Namespace) -> None:
             raise UserError(f"--{flag.replace('_', '-')} must be at least 1")
     if not 0 < args.lr <= 1:
         raise UserError(f"--lr must be in (0, 1] (got {args.lr})")
+    if not 0 <= args.lr_decay <= 1:
+        raise UserError(f"--lr-decay must be in [0, 1] (got {args.lr_decay})")
+    if args.train_seconds < 0:
+        raise UserError(f"--train-seconds must be at least 0 (got {args.train_seconds})")
     check_world(args.world, args.device, args.width)
     if "hierarchical" in args.arch and args.width < 5:
         raise UserError(f"--width ({args.width}) must be at least 5 for the hierarchical SAE")
@@ -219,7 +242,8 @@ def write_results(out: Path, results: dict[str, Any]) -> None:
     lines = [
         f"SynthSAEBench: world {results['world']}, {results['budget_samples']:,} training "
         f"samples each, width {results['width']}, batch {results['batch_size']}, lr "
-        f"{results['lr']}, device {results['device']}",
+        f"{results['lr']} (ours: decayed linearly over the last {results.get('lr_decay', 0):.0%}"
+        f"), device {results['device']}",
         "",
         "| arch | L0 target | " + " | ".join(COLUMNS) + " |",
         "|---" * (len(COLUMNS) + 2) + "|",
@@ -259,6 +283,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "width": args.width,
         "batch_size": args.batch_size,
         "lr": args.lr,
+        "lr_decay": args.lr_decay,
         "eval_samples": args.eval_samples,
         "rows": [],
     }

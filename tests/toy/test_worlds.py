@@ -93,6 +93,26 @@ def test_each_architecture_trains_and_is_scored_by_saelens(arch, small_world):
     assert math.isfinite(scores["absorption_gap"]) and scores["parents_scored"] > 0
 
 
+def test_train_on_world_decays_the_lr_and_stops_on_time(small_world, monkeypatch):
+    """The last `lr_decay` share of steps runs at lr * (steps left / decay steps); a time cap
+    stops at the next 256-step check and says how many samples were used."""
+    seen: list[float] = []
+    step = torch.optim.Adam.step
+
+    def spy(self, *args, **kwargs):
+        seen.append(self.param_groups[0]["lr"])
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", spy)
+    sae = build_toy_sae("topk", 64, 16, 3)
+    out = train_on_world(sae, small_world, samples=320, batch_size=32, lr=1e-3, lr_decay=0.5)
+    assert out["samples"] == 320
+    assert seen == pytest.approx([1e-3] * 5 + [1e-3 * (10 - s) / 5 for s in range(5, 10)])
+    seen.clear()
+    out = train_on_world(sae, small_world, samples=32 * 600, batch_size=32, lr=1e-3, max_seconds=0)
+    assert out["samples"] == 32 * 256 and len(seen) == 256
+
+
 def test_handcoded_tree_sae_recovers_a_tree_world():
     """Trees two deep (2 roots, 3 mutually exclusive children each, 9 grandchildren) beside 14
     flat features, orthonormal directions: the tree SAE set to the ground truth scores 1."""

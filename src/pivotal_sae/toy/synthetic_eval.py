@@ -62,17 +62,23 @@ class FlatView(nn.Module):
         return torch.addmm(self.sae.b_dec, acts_BL, self.W_dec)
 
 
-#: Bytes of dense feature activations one draw from a world may hold.
-SAMPLE_CHUNK_BYTES = 256 * 2**20
+#: Bytes of dense feature activations one draw from a world may hold, on the CPU and on a GPU.
+SAMPLE_CHUNK_BYTES = {"cpu": 256 * 2**20, "cuda": 4 * 2**30}
 
 
-def sample_chunk_batches(world: SyntheticModel, batch_size: int, steps: int) -> int:
-    """How many batches to draw from the world at once: a draw costs ~0.1 s of per-call work on
-    2 CPU cores however small, so draws are pooled up to `SAMPLE_CHUNK_BYTES` of the dense
-    (rows x features) activations a draw builds. Rows are independent, so this changes
-    nothing but speed."""
+def sample_chunk_batches(
+    world: SyntheticModel, batch_size: int, steps: int, chunk_bytes: int | None = None
+) -> int:
+    """How many batches to draw from the world at once. A draw has a fixed cost however small
+    (~0.1 s of per-call work on 2 CPU cores; on a GPU, kernel launches and a host sync on the
+    firing pattern), so draws are pooled up to `chunk_bytes` (default: `SAMPLE_CHUNK_BYTES` for
+    the world's device) of the dense (rows x features) activations a draw builds, at most 64
+    batches. Rows are independent, so this changes nothing but speed."""
+    if chunk_bytes is None:
+        device = world.activation_generator.firing_probabilities.device.type
+        chunk_bytes = SAMPLE_CHUNK_BYTES.get(device, SAMPLE_CHUNK_BYTES["cpu"])
     per_batch = 4 * batch_size * world.cfg.num_features
-    return max(1, min(steps, 64, SAMPLE_CHUNK_BYTES // per_batch))
+    return max(1, min(steps, 64, chunk_bytes // per_batch))
 
 
 def train_on_world(
@@ -82,30 +88,49 @@ def train_on_world(
     batch_size: int,
     lr: float,
     seed: int = 1,
+    chunk_bytes: int | None = None,
+    lr_decay: float = 0.0,
+    max_seconds: float | None = None,
 ) -> dict[str, float]:
-    """Adam on the SAE's own reconstruction loss over fresh world batches; returns samples/s.
+    """Adam on the SAE's own reconstruction loss over fresh world batches; returns samples/s and
+    the samples trained.
 
-    The SAE is initialised with its decoder bias at the data mean (the world has a bias)."""
+    The SAE is initialised with its decoder bias at the data mean (the world has a bias). With
+    `lr_decay` > 0 the learning rate falls linearly to zero over that final share of the steps.
+    `max_seconds` stops training early (the result's `samples` then says how many were used)."""
     torch.manual_seed(seed)
     with torch.no_grad():
         sae.b_dec.copy_(world.sample(min(4096, samples or 1)).mean(0))
     optimizer = torch.optim.Adam(sae.parameters(), lr=lr)
     steps = math.ceil(samples / batch_size)
-    per_draw = sample_chunk_batches(world, batch_size, steps)
+    decay_steps = math.ceil(lr_decay * steps)
+    per_draw = sample_chunk_batches(world, batch_size, steps, chunk_bytes)
     start = time.perf_counter()
     batches: list[Tensor] = []
-    for _ in range(steps):
+    done = 0
+    for step in range(steps):
+        out_of_time = max_seconds is not None and time.perf_counter() - start > max_seconds
+        if step and step % 256 == 0 and out_of_time:
+            break
         if not batches:
             batches = list(world.sample(per_draw * batch_size).split(batch_size))
+        if decay_steps and step >= steps - decay_steps:
+            for group in optimizer.param_groups:
+                group["lr"] = lr * (steps - step) / decay_steps
         x_BM = batches.pop()
         loss = sae.reconstruction_loss(x_BM, sae(x_BM))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        done = step + 1
     if loss.is_cuda:
         torch.cuda.synchronize(loss.device)  # the clock stops when the GPU's work is done
     seconds = time.perf_counter() - start
-    return {"samples_per_s": steps * batch_size / max(seconds, 1e-9), "final_loss": loss.item()}
+    return {
+        "samples_per_s": done * batch_size / max(seconds, 1e-9),
+        "samples": done * batch_size,
+        "final_loss": loss.item(),
+    }
 
 
 @torch.no_grad()
