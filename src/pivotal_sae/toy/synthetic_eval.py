@@ -63,7 +63,7 @@ class FlatView(nn.Module):
 
 
 #: Bytes of dense feature activations one draw from a world may hold, on the CPU and on a GPU.
-SAMPLE_CHUNK_BYTES = {"cpu": 256 * 2**20, "cuda": 4 * 2**30}
+SAMPLE_CHUNK_BYTES = {"cpu": 256 * 2**20, "cuda": 2**30}
 
 
 def sample_chunk_batches(
