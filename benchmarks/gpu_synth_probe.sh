@@ -1,10 +1,30 @@
+#!/usr/bin/env bash
+# One device call: where a SynthSAEBench step goes (benchmarks/synth_throughput.py, with the CUDA
+# graph of the step checked against the eager step), then our Matryoshka at L0 25 on as many
+# samples as ${SECS:-380} s of training hold at the measured rate (at most 200M, the published
+# budget). `wheels/` carried. Results under $OUT.
 set -uo pipefail
-SITE=/tmp/synth-site
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target $SITE wheels/*.whl
-export PYTHONPATH=src:$SITE PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 WANDB_MODE=disabled TQDM_DISABLE=1 PIVOTAL_SAE_CACHE=/tmp/psc
-nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee $OUT/gpu.txt
-python3 benchmarks/synth_throughput.py --out $OUT --chunks 4 16 64 --samples 1000000 --arch topk matryoshka 2>&1 | tee $OUT/thr.log
-RATE=$(python3 -c "import json;r=json.load(open('$OUT/throughput.json'));print(max(x['samples_per_s'] for x in r if x['what']=='train_on_world (matryoshka)'))")
-BUDGET=$(python3 -c "print(max(5,int($RATE*${SECS:-280}/1e6))*1000000)")
-echo "matryoshka budget $BUDGET"
-OUT=$OUT/bench bash benchmarks/gpu_synth_bench.sh --arch matryoshka --l0 25 --budget-samples $BUDGET --max-seconds 0
+SITE=${SITE:-/tmp/synth-site}
+PY=${PYTHON:-python3}
+PYTHONPATH=$SITE "$PY" -c "import sae_lens" 2>/dev/null ||
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$SITE" wheels/*.whl
+export PYTHONPATH=src:$SITE PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 WANDB_MODE=disabled TQDM_DISABLE=1
+export PIVOTAL_SAE_CACHE=${PIVOTAL_SAE_CACHE:-/tmp/pivotal-sae-cache}
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
+"$PY" benchmarks/synth_throughput.py --out "$OUT" --chunks 16 --samples 1000000 \
+  --arch ${PROBE_ARCH:-matryoshka} 2>&1 | grep -v Orthogonal | tee "$OUT/thr.log"
+read -r RATE GRAPH < <("$PY" - "$OUT/throughput.json" <<'PY' || echo "238000 off"
+import json, sys
+rows = json.load(open(sys.argv[1]))
+check = [r for r in rows if r["what"] == "graph vs eager (matryoshka)"]
+ok = bool(check) and check[0]["max_relative_difference"] < 1e-3
+trains = [r["samples_per_s"] for r in rows if r["what"].startswith("train_on_world (matryoshka")
+          and (ok or "graph" not in r["what"])]
+print(int(max(trains)), "on" if ok else "off")
+PY
+)
+BUDGET=$("$PY" -c "print(min(200, max(5, int($RATE * ${SECS:-380} / 1e6))) * 1000000)")
+FLAG=""; [ "$GRAPH" = on ] || FLAG=--no-cuda-graph
+echo "matryoshka: $RATE samples/s, CUDA graph $GRAPH, budget $BUDGET"
+OUT=$OUT/bench bash benchmarks/gpu_synth_bench.sh --arch matryoshka --l0 25 \
+  --budget-samples "$BUDGET" $FLAG ${BENCH_ARGS:-} 2>&1 | grep -v Orthogonal

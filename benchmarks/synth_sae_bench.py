@@ -82,6 +82,7 @@ def ours(arch: str, world: Any, args: argparse.Namespace, k: int) -> dict[str, A
     speed = train_on_world(
         sae, world, args.budget_samples, args.batch_size, args.lr, args.seed,
         lr_decay=args.lr_decay, max_seconds=args.train_seconds or None,
+        cuda_graph=False if args.no_cuda_graph else None,
     )  # fmt: skip
     return {"sae": sae, **speed}
 
@@ -174,6 +175,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=float,
         default=0.0,
         help="ours: stop training after this long; the row's samples column says how far (0: off)",
+    )
+    parser.add_argument(
+        "--no-cuda-graph",
+        action="store_true",
+        help="ours: train eagerly on a GPU (default: TopK and Matryoshka replay a CUDA graph)",
     )
     parser.add_argument("--l0", type=int, nargs="+", default=[25, 20])
     parser.add_argument("--arch", nargs="+", default=list(ARCHS))

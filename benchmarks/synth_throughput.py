@@ -5,7 +5,9 @@ synchronised before the clock stops:
 
 1. `world.sample` alone, drawing `c` batches per call for each `--chunks c`;
 2. one of our SAEs' Adam steps alone, on batches drawn beforehand (`--arch`);
-3. `train_on_world` (both together, as the benchmark trains) for each `--chunks c`.
+3. `train_on_world` (both together, as the benchmark trains) for each `--chunks c`, on a GPU
+   with and without its CUDA graph of the step, and the graphed step checked against the eager
+   one (same seed and draws, 40 steps with an lr decay: largest relative parameter difference).
 
 Prints a table and writes `throughput.json` into `--out`; the last line names the fastest chunk
 and its training samples/s, so a script can size a run to the device time it has. One command:
@@ -48,7 +50,7 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=4096)
     parser.add_argument("--l0", type=int, default=25)
     parser.add_argument("--arch", nargs="+", default=["topk", "matryoshka"])
-    parser.add_argument("--chunks", type=int, nargs="+", default=[4, 16, 64])
+    parser.add_argument("--chunks", type=int, nargs="+", default=[16])
     parser.add_argument("--samples", type=int, default=2_000_000, help="per measurement")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT") or "benchmarks/out"))
@@ -75,11 +77,15 @@ def main() -> None:
         record("world.sample", chunk, seconds, draws * chunk * bs)
 
     pool = [world.sample(bs) for _ in range(16)]
-    for arch in args.arch:
-        sae = build_toy_sae(
+
+    def fresh_sae(arch: str) -> torch.nn.Module:
+        return build_toy_sae(
             arch, world.cfg.hidden_dim, args.width, args.l0, n_children=4,
             prefixes=bench_prefixes(args.width), generator=torch.Generator().manual_seed(1),
         ).to(device)  # fmt: skip
+
+    for arch in args.arch:
+        sae = fresh_sae(arch)
         optimizer = torch.optim.Adam(sae.parameters(), lr=3e-4)
 
         def sae_steps(n: int, sae=sae, optimizer=optimizer) -> None:  # type: ignore[no-untyped-def]
@@ -92,12 +98,28 @@ def main() -> None:
 
         sae_steps(20)
         record(f"SAE step only ({arch})", None, timed(lambda: sae_steps(steps), device), steps * bs)
+        graphs = [False, True] if device.type == "cuda" else [False]
         for chunk in args.chunks:
-            chunk_bytes = chunk * 4 * bs * features
-            speed = train_on_world(sae, world, steps * bs, bs, 3e-4, 1, chunk_bytes=chunk_bytes)
-            record(
-                f"train_on_world ({arch})", chunk, steps * bs / speed["samples_per_s"], steps * bs
+            for graph in graphs:
+                chunk_bytes = chunk * 4 * bs * features
+                speed = train_on_world(
+                    sae, world, steps * bs, bs, 3e-4, 1, chunk_bytes=chunk_bytes, cuda_graph=graph
+                )
+                what = f"train_on_world ({arch}{', CUDA graph' if graph else ''})"
+                record(what, chunk, steps * bs / speed["samples_per_s"], steps * bs)
+        if device.type == "cuda":
+            # The graphed step against the eager one: same seed, same draws, 40 steps.
+            trained = []
+            for graph in (False, True):
+                twin = fresh_sae(arch)
+                train_on_world(twin, world, 40 * bs, bs, 3e-4, 7, lr_decay=0.5, cuda_graph=graph)
+                trained.append(dict(twin.named_parameters()))
+            worst = max(
+                float((trained[0][n] - trained[1][n]).abs().max() / trained[0][n].abs().max())
+                for n in trained[0]
             )
+            rows.append({"what": f"graph vs eager ({arch})", "max_relative_difference": worst})
+            print(f"graph vs eager ({arch}), 40 steps: max relative difference {worst:.2e}")
 
     (args.out / "throughput.json").write_text(json.dumps(rows, indent=2))
     trains = [r for r in rows if str(r["what"]).startswith("train_on_world")]

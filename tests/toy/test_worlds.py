@@ -113,6 +113,21 @@ def test_train_on_world_decays_the_lr_and_stops_on_time(small_world, monkeypatch
     assert out["samples"] == 32 * 256 and len(seen) == 256
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+@pytest.mark.parametrize("arch", ["topk", "matryoshka"])
+def test_graphed_training_matches_eager(arch, small_world):
+    """The replayed CUDA graph of a step against plain eager steps: same seed, same draws."""
+    world = worlds.load_world(SMALL, device="cuda")
+    trained = []
+    for graph in (False, True):
+        sae = build_toy_sae(arch, 64, 64, 5, generator=torch.Generator().manual_seed(3)).cuda()
+        out = train_on_world(sae, world, 32 * 40, 32, 3e-3, seed=5, lr_decay=0.5, cuda_graph=graph)
+        assert out["cuda_graph"] == float(graph)
+        trained.append(dict(sae.named_parameters()))
+    for name, eager in trained[0].items():
+        torch.testing.assert_close(trained[1][name], eager, rtol=1e-4, atol=1e-5)
+
+
 def test_handcoded_tree_sae_recovers_a_tree_world():
     """Trees two deep (2 roots, 3 mutually exclusive children each, 9 grandchildren) beside 14
     flat features, orthonormal directions: the tree SAE set to the ground truth scores 1."""
