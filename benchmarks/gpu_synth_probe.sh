@@ -2,7 +2,7 @@
 # One device call: where a SynthSAEBench step goes (benchmarks/synth_throughput.py, with the CUDA
 # graph of the step checked against the eager step), then our Matryoshka at L0 25 on as many
 # samples as ${SECS:-380} s of training hold at the measured rate (at most 200M, the published
-# budget). `wheels/` carried. Results under $OUT.
+# budget; BUDGET=n sets it, RUN_ARCH="a b" trains others). `wheels/` carried. Results under $OUT.
 set -uo pipefail
 SITE=${SITE:-/tmp/synth-site}
 PY=${PYTHON:-python3}
@@ -23,8 +23,9 @@ trains = [r["samples_per_s"] for r in rows if r["what"].startswith("train_on_wor
 print(int(max(trains)), "on" if ok else "off")
 PY
 )
-BUDGET=$("$PY" -c "print(min(200, max(5, int($RATE * ${SECS:-380} / 1e6))) * 1000000)")
+BUDGET=${BUDGET:-$("$PY" -c "print(min(200, max(5, int($RATE * ${SECS:-380} / 1e6))) * 1000000)")}
 FLAG=""; [ "$GRAPH" = on ] || FLAG=--no-cuda-graph
-echo "matryoshka: $RATE samples/s, CUDA graph $GRAPH, budget $BUDGET"
-OUT=$OUT/bench bash benchmarks/gpu_synth_bench.sh --arch matryoshka --l0 25 \
+echo "matryoshka: $RATE samples/s, CUDA graph $GRAPH; training ${RUN_ARCH:-matryoshka} on $BUDGET"
+# shellcheck disable=SC2086
+OUT=$OUT/bench bash benchmarks/gpu_synth_bench.sh --arch ${RUN_ARCH:-matryoshka} --l0 25 \
   --budget-samples "$BUDGET" $FLAG ${BENCH_ARGS:-} 2>&1 | grep -v Orthogonal
