@@ -24,7 +24,7 @@ print(int(max(trains)), "on" if ok else "off")
 PY
 )
 BUDGET=${BUDGET:-$("$PY" -c "print(min(200, max(5, int($RATE * ${SECS:-380} / 1e6))) * 1000000)")}
-FLAG=""; [ "$GRAPH" = on ] || FLAG=--no-cuda-graph
+FLAG=""; [ "$GRAPH" = on ] && FLAG=--cuda-graph
 echo "matryoshka: $RATE samples/s, CUDA graph $GRAPH; training ${RUN_ARCH:-matryoshka} on $BUDGET"
 # shellcheck disable=SC2086
 OUT=$OUT/bench bash benchmarks/gpu_synth_bench.sh --arch ${RUN_ARCH:-matryoshka} --l0 25 \

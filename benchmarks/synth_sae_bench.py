@@ -82,7 +82,7 @@ def ours(arch: str, world: Any, args: argparse.Namespace, k: int) -> dict[str, A
     speed = train_on_world(
         sae, world, args.budget_samples, args.batch_size, args.lr, args.seed,
         lr_decay=args.lr_decay, max_seconds=args.train_seconds or None,
-        cuda_graph=False if args.no_cuda_graph else None,
+        cuda_graph=args.cuda_graph,
     )  # fmt: skip
     return {"sae": sae, **speed}
 
@@ -177,9 +177,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="ours: stop training after this long; the row's samples column says how far (0: off)",
     )
     parser.add_argument(
-        "--no-cuda-graph",
+        "--cuda-graph",
         action="store_true",
-        help="ours: train eagerly on a GPU (default: TopK and Matryoshka replay a CUDA graph)",
+        help="ours, on a GPU: TopK and Matryoshka replay a CUDA graph of the training step "
+        "(not yet checked on a GPU: run benchmarks/synth_throughput.py first)",
     )
     parser.add_argument("--l0", type=int, nargs="+", default=[25, 20])
     parser.add_argument("--arch", nargs="+", default=list(ARCHS))
@@ -225,6 +226,8 @@ def check_args(args: argparse.Namespace) -> None:
         raise UserError(f"--lr must be in (0, 1] (got {args.lr})")
     if not 0 <= args.lr_decay <= 1:
         raise UserError(f"--lr-decay must be in [0, 1] (got {args.lr_decay})")
+    if args.cuda_graph and not args.device.startswith("cuda"):
+        raise UserError("--cuda-graph needs --device cuda")
     if args.train_seconds < 0:
         raise UserError(f"--train-seconds must be at least 0 (got {args.train_seconds})")
     check_world(args.world, args.device, args.width)

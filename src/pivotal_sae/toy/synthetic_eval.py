@@ -96,7 +96,7 @@ def train_on_world(
     chunk_bytes: int | None = None,
     lr_decay: float = 0.0,
     max_seconds: float | None = None,
-    cuda_graph: bool | None = None,
+    cuda_graph: bool = False,
 ) -> dict[str, float]:
     """Adam on the SAE's own reconstruction loss over fresh world batches; returns samples/s and
     the samples trained.
@@ -104,15 +104,16 @@ def train_on_world(
     The SAE is initialised with its decoder bias at the data mean (the world has a bias). With
     `lr_decay` > 0 the learning rate falls linearly to zero over that final share of the steps.
     `max_seconds` stops training early (the result's `samples` then says how many were used).
-    `cuda_graph` (default: on a GPU, for the `GRAPH_SAFE` architectures) captures one training
-    step as a CUDA graph after three eager steps and replays it for the rest: the same kernels
-    on the same data, without their launch cost (at these sizes most of an eager step)."""
+    `cuda_graph` (on a GPU, for the `GRAPH_SAFE` architectures; ignored otherwise) captures one
+    training step as a CUDA graph after three eager steps and replays it for the rest: the same
+    kernels on the same data, without their launch cost. Off by default: it has not yet been run
+    on a GPU against the eager step (`tests/toy/test_worlds.py`, `benchmarks/synth_throughput.py`
+    check it there)."""
     torch.manual_seed(seed)
     with torch.no_grad():
         sae.b_dec.copy_(world.sample(min(4096, samples or 1)).mean(0))
     device = sae.b_dec.device
-    if cuda_graph is None:
-        cuda_graph = device.type == "cuda" and type(sae).architecture in GRAPH_SAFE
+    cuda_graph = cuda_graph and device.type == "cuda" and type(sae).architecture in GRAPH_SAFE
     # A capturable Adam reads its lr from a tensor, so a decay can change it between replays.
     lr_now: float | Tensor = torch.tensor(lr, device=device) if cuda_graph else lr
     optimizer = torch.optim.Adam(sae.parameters(), lr=lr_now, capturable=cuda_graph)
