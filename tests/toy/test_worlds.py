@@ -244,6 +244,9 @@ BAD_BENCHMARKS = [
     (["--world", "synthsaebench-16k", "--width", "64"], "GiB to build"),
     (["--world", SMALL, "--budget-samples", "many"], "invalid int value"),
     (["--world", SMALL, "--width", "64", "--arch", "tree"], "--tree-roots"),
+    (["--world", SMALL, "--lr-decay", "1.5"], "--lr-decay must be in [0, 1]"),
+    (["--world", SMALL, "--train-seconds", "-1"], "--train-seconds must be at least 0"),
+    (["--world", SMALL, "--cuda-graph"], "--cuda-graph needs --device cuda"),
 ]
 
 
