@@ -5,19 +5,14 @@ to the tensors and summary of an uninterrupted run, with no checkpoint or debris
 from __future__ import annotations
 
 import json
-import os
 
-import pytest
 import torch
+from kill_points import count_replacements, run_killed_at
 
 from pivotal_sae.absorption.results import read_file
 from pivotal_sae.cli import main
 
 from .test_cli_absorb import cooccur_args, tiny  # noqa: F401 - `tiny` is a fixture
-
-
-class Killed(BaseException):
-    """Stands in for SIGKILL: nothing on the way out handles it."""
 
 
 def _outcome(run) -> tuple[dict, dict]:
@@ -38,33 +33,17 @@ def test_cooccur_killed_at_every_write_resumes_to_the_same_result(
 ):
     argv = [*cooccur_args(tiny), "--n-prompts", "12", "--save-frequency", "4"]
     straight = tmp_path / "straight"
-    replaced = []
-    real_replace = os.replace
-
-    def counting(src, dst):
-        replaced.append(dst)
-        return real_replace(src, dst)
-
-    with monkeypatch.context() as patch:
-        patch.setattr(os, "replace", counting)
-        assert main([*argv, "--out", str(straight)]) == 0
+    codes: list[int] = []
+    replaced = count_replacements(
+        monkeypatch, lambda: codes.append(main([*argv, "--out", str(straight)]))
+    )
+    assert codes == [0]
     expected_tensors, expected_summary = _outcome(straight)
     assert len(replaced) >= 8
     print(f"{len(replaced)} kill points")
     for kill_at in range(len(replaced)):
         run = tmp_path / f"killed-{kill_at}"
-        calls = []
-
-        def dies(src, dst, kill_at=kill_at, calls=calls):
-            calls.append(dst)
-            if len(calls) - 1 == kill_at:
-                raise Killed
-            return real_replace(src, dst)
-
-        with monkeypatch.context() as patch:
-            patch.setattr(os, "replace", dies)
-            with pytest.raises(Killed):
-                main([*argv, "--out", str(run)])
+        run_killed_at(monkeypatch, kill_at, lambda run=run: main([*argv, "--out", str(run)]))
         if not (run / "manifest.json").exists():
             assert main([*argv, "--out", str(run)]) == 0  # killed before the run existed
         else:
