@@ -52,6 +52,24 @@ def run_killed_at(monkeypatch: pytest.MonkeyPatch, kill_at: int, run: Callable[[
             run()
 
 
+def kill_then_finish(
+    monkeypatch: pytest.MonkeyPatch,
+    main: Callable[[list[str]], int],
+    argv: list[str],
+    resume: list[str],
+    run: Path,
+    kill_at: int,
+) -> None:
+    """Run `argv --out run`, killed before its `kill_at`-th replacement, then finish it as a
+    user would: start it again if it was killed before the run existed, else `resume --resume
+    run` (`resume` is the job's command words, e.g. ["toy", "train"])."""
+    run_killed_at(monkeypatch, kill_at, lambda: main([*argv, "--out", str(run)]))
+    if not (run / "manifest.json").exists():
+        assert main([*argv, "--out", str(run)]) == 0  # killed before the run existed
+    else:
+        assert main([*resume, "--resume", str(run)]) == 0, kill_at
+
+
 def spread(n: int, how_many: int, last: int = 3) -> list[int]:
     """`how_many` kill points out of `n`: evenly spread, always including the first and the
     `last` final replacements (the final writes), plus one at random (a new one each run,

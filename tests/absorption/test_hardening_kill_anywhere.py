@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 
 import torch
-from kill_points import count_replacements, run_killed_at
+from kill_points import count_replacements, kill_then_finish
 
 from pivotal_sae.absorption.results import read_file
 from pivotal_sae.cli import main
@@ -43,11 +43,7 @@ def test_cooccur_killed_at_every_write_resumes_to_the_same_result(
     print(f"{len(replaced)} kill points")
     for kill_at in range(len(replaced)):
         run = tmp_path / f"killed-{kill_at}"
-        run_killed_at(monkeypatch, kill_at, lambda run=run: main([*argv, "--out", str(run)]))
-        if not (run / "manifest.json").exists():
-            assert main([*argv, "--out", str(run)]) == 0  # killed before the run existed
-        else:
-            assert main(["cooccur", "--resume", str(run)]) == 0, kill_at
+        kill_then_finish(monkeypatch, main, argv, ["cooccur"], run, kill_at)
         tensors, summary = _outcome(run)
         assert tensors.keys() == expected_tensors.keys()
         for key, value in expected_tensors.items():

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 import torch
-from kill_points import count_replacements, no_debris, run_killed_at, spread
+from kill_points import count_replacements, kill_then_finish, no_debris, spread
 
 from pivotal_sae.absorption.results import read_file
 from pivotal_sae.cli import main
@@ -57,11 +57,7 @@ def check_kills(tmp_path, monkeypatch, job: str, argv: list[str], files: tuple[s
     expected = outcome(straight, files)
     for kill_at in spread(len(replaced), how_many, last=2):
         run = tmp_path / f"killed-{kill_at}"
-        run_killed_at(monkeypatch, kill_at, lambda run=run: main([*argv, "--out", str(run)]))
-        if not (run / "manifest.json").exists():
-            assert main([*argv, "--out", str(run)]) == 0  # killed before the run existed
-        else:
-            assert main([job, "--resume", str(run)]) == 0, kill_at
+        kill_then_finish(monkeypatch, main, argv, [job], run, kill_at)
         tensors, summary = outcome(run, files)
         assert tensors.keys() == expected[0].keys(), kill_at
         for key, value in expected[0].items():

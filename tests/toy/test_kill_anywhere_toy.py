@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 import torch
-from kill_points import count_replacements, run_killed_at, spread
+from kill_points import count_replacements, kill_then_finish, spread
 from safetensors.torch import load_file
 
 from pivotal_sae.cli import main
@@ -41,11 +41,7 @@ def test_toy_train_killed_at_sampled_writes_resumes_to_the_same_result(tmp_path,
     assert len(expected[0]) >= 4 * 2  # checkpoints at steps 0, 10, 20 and 30
     for kill_at in spread(len(replaced), 3, last=2):
         run = tmp_path / f"killed-{kill_at}"
-        run_killed_at(monkeypatch, kill_at, lambda run=run: main([*ARGS, "--out", str(run)]))
-        if not (run / "manifest.json").exists():
-            assert main([*ARGS, "--out", str(run)]) == 0  # killed before the run existed
-        else:
-            assert main(["toy", "train", "--resume", str(run)]) == 0, kill_at
+        kill_then_finish(monkeypatch, main, ARGS, ["toy", "train"], run, kill_at)
         tensors, json_parts, metrics = outcome(run)
         assert tensors.keys() == expected[0].keys(), kill_at
         for key, value in expected[0].items():

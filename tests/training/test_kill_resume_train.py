@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from kill_points import count_replacements, no_debris, run_killed_at, spread
+from kill_points import count_replacements, kill_then_finish, no_debris, run_killed_at, spread
 from safetensors.torch import load_file
 from test_cli_train import TINY_TRAIN, text_file, tiny_bert_dir  # noqa: F401 - fixtures
 
@@ -65,11 +65,7 @@ def test_train_sae_killed_at_sampled_writes_resumes_to_the_same_result(
     assert not no_debris(straight)
     for kill_at in spread(len(replaced), 2, last=3):
         run = tmp_path / f"killed-{kill_at}"
-        run_killed_at(monkeypatch, kill_at, lambda run=run: main([*argv, "--out", str(run)]))
-        if not (run / "manifest.json").exists():
-            assert main([*argv, "--out", str(run)]) == 0  # killed before the run existed
-        else:
-            assert main(["train-sae", "--resume", str(run)]) == 0, kill_at
+        kill_then_finish(monkeypatch, main, argv, ["train-sae"], run, kill_at)
         assert_same(run, straight, kill_at)
     # Killed after the summary, before the checkpoints went: resuming only tidies up.
     late = tmp_path / "killed-after-summary"
