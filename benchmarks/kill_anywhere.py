@@ -61,21 +61,15 @@ def strip_session(value: Any) -> Any:
 
 
 def build_inputs(root: Path) -> dict[str, Path]:
-    """A tiny random Llama (MiniLM's tokenizer), two SAEs for it, a slice of the corpus."""
-    import transformers as T
-
-    from pivotal_sae.lm.corpus import sotu_files
-    from pivotal_sae.lm.defaults import default_model_path
+    """A tiny random Llama (MiniLM's tokenizer), two SAEs for it, a slice of the corpus: the
+    tests' model (tests/tiny_llama.py)."""
     from pivotal_sae.saes.loading import save_sae
     from pivotal_sae.saes.sae import Sae
 
-    config = T.LlamaConfig(vocab_size=30522, hidden_size=64, intermediate_size=128,
-                           num_hidden_layers=3, num_attention_heads=4,
-                           num_key_value_heads=2)  # fmt: skip
-    torch.manual_seed(0)
-    T.AutoModel.from_config(config).save_pretrained(root / "model")
-    T.AutoTokenizer.from_pretrained(default_model_path()).save_pretrained(root / "model")
-    (root / "corpus.txt").write_text(sotu_files()[0].read_text()[:60000])
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from tiny_llama import save_tiny_llama
+
+    save_tiny_llama(root, corpus_chars=60000)
     for name, d_sae, hook, seed in (("ablator", 96, "blocks.0.hook_resid_post", 1),
                                     ("reader", 80, "blocks.2.hook_resid_post", 2)):  # fmt: skip
         sae = Sae.random(64, d_sae, architecture="topk", k=8, hook_name=hook, seed=seed)
