@@ -38,6 +38,9 @@ def browser(request: Request) -> Browser:
 
 
 Explore = Annotated[Browser, Depends(browser)]
+#: The path parameters naming one latent: its SAE (name or path) and its index.
+SaeName = Annotated[str, Path(max_length=200)]
+LatentIndex = Annotated[int, Path(ge=0)]
 
 
 @router.get("/info", response_model=ExplorerInfo, summary="The model, SAEs and run served")
@@ -81,8 +84,8 @@ def top_latents(body: TopLatentsRequest, b: Explore) -> TopLatentsResponse:
 )
 def latent(
     b: Explore,
-    sae: Annotated[str, Path(max_length=200)],
-    index: Annotated[int, Path(ge=0)],
+    sae: SaeName,
+    index: LatentIndex,
 ) -> Latent:
     return b.latent(sae, index)
 
@@ -109,8 +112,8 @@ def pairs(
 )
 def dashboard(
     b: Explore,
-    sae: Annotated[str, Path(max_length=200)],
-    index: Annotated[int, Path(ge=0)],
+    sae: SaeName,
+    index: LatentIndex,
 ) -> Dashboard:
     return b.dashboard(sae, index)
 
@@ -123,8 +126,8 @@ def dashboard(
 )
 def associations(
     b: Explore,
-    sae: Annotated[str, Path(max_length=200)],
-    index: Annotated[int, Path(ge=0)],
+    sae: SaeName,
+    index: LatentIndex,
     k: Annotated[int, Query(ge=1, le=500)] = 20,
 ) -> AssociationsOut:
     return b.associations(sae, index, k)
