@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Literal
 
 import torch
 
+from pivotal_sae.absorption.sparse_counts import add_sorted_counts, gather_counts
 from pivotal_sae.absorption.token_firing import PREFIX as TOKEN_PREFIX
 from pivotal_sae.absorption.token_firing import TokenFiring
 from pivotal_sae.errors import UserError
@@ -453,22 +454,9 @@ class SparseCooccurrence(_Counter):
             return
         keys_U, counts_U = torch.cat(self._pending).unique(sorted=True, return_counts=True)
         self._pending, self._n_pending = [], 0
-        self._merge(keys_U.to(self.storage_device), counts_U.to(self.storage_device))
-
-    def _merge(self, keys_U: torch.Tensor, counts_U: torch.Tensor) -> None:
-        """Add sorted unique (keys, counts) into the store."""
-        if self.keys.numel() == 0:
-            self.keys, self.counts = keys_U, counts_U.to(torch.int64)
-            return
-        pos_U = torch.searchsorted(self.keys, keys_U).clamp(max=self.keys.numel() - 1)
-        hit_U = self.keys[pos_U] == keys_U
-        self.counts.index_add_(0, pos_U[hit_U], counts_U[hit_U].to(torch.int64))
-        if bool(hit_U.all()):
-            return
-        keys = torch.cat([self.keys, keys_U[~hit_U]])
-        counts = torch.cat([self.counts, counts_U[~hit_U].to(torch.int64)])
-        order = torch.argsort(keys)
-        self.keys, self.counts = keys[order], counts[order]
+        self.keys, self.counts = add_sorted_counts(
+            self.keys, self.counts, keys_U.to(self.storage_device), counts_U.to(self.storage_device)
+        )
 
     def distinct_pairs(self) -> int:
         self.flush()
@@ -528,30 +516,16 @@ class SparseCooccurrence(_Counter):
         """Merge the pairs of all ranks (gathered, since each rank holds different keys).
         Afterwards rank 0 holds the totals and the others are empty, unless
         `keep_on_all_ranks`."""
-        import torch.distributed as dist
 
         self.flush()
         tokens, contexts, is_first = self._reduce_scalars(group, keep_on_all_ranks)
-        comm_device = self.firing_counts_e.device
-        world = dist.get_world_size(group)
-        size = torch.tensor([self.keys.numel()], dtype=torch.int64, device=comm_device)
-        sizes = [torch.zeros_like(size) for _ in range(world)]
-        dist.all_gather(sizes, size, group=group)
-        longest = max(int(s) for s in sizes)
-        padded = torch.zeros(2, longest, dtype=torch.int64, device=comm_device)
-        padded[0, : self.keys.numel()] = self.keys.to(comm_device)
-        padded[1, : self.keys.numel()] = self.counts.to(comm_device)
-        gathered = [torch.zeros_like(padded) for _ in range(world)]
-        dist.all_gather(gathered, padded, group=group)
+        keys_U, counts_U = gather_counts(
+            self.keys, self.counts, group, self.firing_counts_e.device, self.storage_device
+        )
         self.keys = torch.zeros(0, dtype=torch.int64, device=self.storage_device)
         self.counts = torch.zeros_like(self.keys)
         if is_first or keep_on_all_ranks:
             self.tokens_counted, self.contexts_processed = tokens, contexts
-            both = torch.cat(
-                [g[:, : int(n)] for g, n in zip(gathered, sizes, strict=True)], dim=1
-            ).to(self.storage_device)
-            keys_U, inverse = both[0].unique(sorted=True, return_inverse=True)
-            counts_U = torch.zeros_like(keys_U).index_add_(0, inverse, both[1])
             self.keys, self.counts = keys_U, counts_U
         else:
             self.tokens_counted = self.contexts_processed = 0

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from pivotal_sae.absorption.sparse_counts import add_sorted_counts, gather_counts
 from pivotal_sae.errors import UserError
 
 if TYPE_CHECKING:
@@ -69,13 +70,7 @@ class TokenFiring:
             return
         keys_U, counts_U = torch.cat(self._pending).unique(sorted=True, return_counts=True)
         self._pending, self._n_pending = [], 0
-        self._merge(keys_U, counts_U.to(torch.int64))
-
-    def _merge(self, keys_U: torch.Tensor, counts_U: torch.Tensor) -> None:
-        keys = torch.cat([self.keys, keys_U])
-        counts = torch.cat([self.counts, counts_U])
-        self.keys, inverse = keys.unique(sorted=True, return_inverse=True)
-        self.counts = torch.zeros_like(self.keys).index_add_(0, inverse, counts)
+        self.keys, self.counts = add_sorted_counts(self.keys, self.counts, keys_U, counts_U)
 
     def row(self, latent: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(token ids, counts) on which `latent` fired, ids ascending."""
@@ -132,27 +127,14 @@ class TokenFiring:
         import torch.distributed as dist
 
         self.flush()
-        world = dist.get_world_size(group)
-        sizes = torch.tensor([self.keys.numel(), self.tokens_v.numel()], device=self.device)
-        all_sizes = [torch.zeros_like(sizes) for _ in range(world)]
-        dist.all_gather(all_sizes, sizes, group=group)
-        longest = max(int(s[0]) for s in all_sizes)
-        vocab = max(int(s[1]) for s in all_sizes)
-        padded = torch.zeros(2, longest, dtype=torch.int64, device=self.device)
-        padded[0, : self.keys.numel()] = self.keys
-        padded[1, : self.keys.numel()] = self.counts
-        gathered = [torch.zeros_like(padded) for _ in range(world)]
-        dist.all_gather(gathered, padded, group=group)
-        tokens_v = torch.zeros(vocab, dtype=torch.int64, device=self.device)
+        keys_U, counts_U = gather_counts(self.keys, self.counts, group, self.device)
+        vocab = torch.tensor(self.tokens_v.numel(), device=self.device)
+        dist.all_reduce(vocab, op=dist.ReduceOp.MAX, group=group)
+        tokens_v = torch.zeros(int(vocab), dtype=torch.int64, device=self.device)
         tokens_v[: self.tokens_v.numel()] = self.tokens_v
         dist.all_reduce(tokens_v, group=group)
         if dist.get_rank(group) == 0 or keep:
-            pieces = [g[:, : int(s[0])] for g, s in zip(gathered, all_sizes, strict=True)]
-            both = torch.cat(pieces, dim=1)
-            self.keys = torch.zeros(0, dtype=torch.int64, device=self.device)
-            self.counts = torch.zeros_like(self.keys)
-            self._merge(both[0], both[1])
-            self.tokens_v = tokens_v
+            self.keys, self.counts, self.tokens_v = keys_U, counts_U, tokens_v
         else:
             self.keys = torch.zeros(0, dtype=torch.int64, device=self.device)
             self.counts = torch.zeros_like(self.keys)
