@@ -79,10 +79,15 @@ def ours(arch: str, world: Any, args: argparse.Namespace, k: int) -> dict[str, A
         parents=parents,
         generator=torch.Generator().manual_seed(args.seed),
     ).to(args.device)
+    checkpoint = None
+    if args.checkpoint_dir is not None:
+        label = f"tree-d{args.tree_depth_now}" if arch == "tree" else arch
+        args.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        checkpoint = args.checkpoint_dir / f"{label}-l0{k}-seed{args.seed}.pt"
     speed = train_on_world(
         sae, world, args.budget_samples, args.batch_size, args.lr, args.seed,
         lr_decay=args.lr_decay, max_seconds=args.train_seconds or None,
-        cuda_graph=args.cuda_graph,
+        cuda_graph=args.cuda_graph, checkpoint=checkpoint,
     )  # fmt: skip
     return {"sae": sae, **speed}
 
@@ -177,6 +182,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="ours: stop training after this long; the row's samples column says how far (0: off)",
     )
     parser.add_argument(
+        "--checkpoint-dir",
+        type=Path,
+        default=None,
+        help="ours: a run stopped by --train-seconds saves its state here, and the same command "
+        "run again resumes it (one budget over several device calls)",
+    )
+    parser.add_argument(
         "--cuda-graph",
         action="store_true",
         help="ours, on a GPU: TopK and Matryoshka replay a CUDA graph of the training step "
@@ -230,6 +242,8 @@ def check_args(args: argparse.Namespace) -> None:
         raise UserError("--cuda-graph needs --device cuda")
     if args.train_seconds < 0:
         raise UserError(f"--train-seconds must be at least 0 (got {args.train_seconds})")
+    if args.checkpoint_dir is not None and args.checkpoint_dir.is_file():
+        raise UserError(f"--checkpoint-dir {args.checkpoint_dir} exists and is not a directory")
     check_world(args.world, args.device, args.width)
     if "hierarchical" in args.arch and args.width < 5:
         raise UserError(f"--width ({args.width}) must be at least 5 for the hierarchical SAE")

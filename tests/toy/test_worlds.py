@@ -17,7 +17,7 @@ from pivotal_sae.cli import main
 from pivotal_sae.saes.toy_io import build_toy_sae
 from pivotal_sae.saes.tree import TreeSae, forest_parents
 from pivotal_sae.toy import worlds
-from pivotal_sae.toy.synthetic_eval import score_on_world, train_on_world
+from pivotal_sae.toy.synthetic_eval import sample_chunk_batches, score_on_world, train_on_world
 
 SMALL = "synthsaebench-small"
 
@@ -109,8 +109,36 @@ def test_train_on_world_decays_the_lr_and_stops_on_time(small_world, monkeypatch
     assert out["samples"] == 320
     assert seen == pytest.approx([1e-3] * 5 + [1e-3 * (10 - s) / 5 for s in range(5, 10)])
     seen.clear()
+    per_draw = sample_chunk_batches(small_world, 32, 600)
     out = train_on_world(sae, small_world, samples=32 * 600, batch_size=32, lr=1e-3, max_seconds=0)
-    assert out["samples"] == 32 * 256 and len(seen) == 256
+    assert 1 < per_draw < 600 and out["samples"] == 32 * per_draw and len(seen) == per_draw
+
+
+@pytest.mark.parametrize("arch", ["topk", "matryoshka"])
+def test_a_stopped_run_resumes_from_its_checkpoint_to_the_same_sae(small_world, tmp_path, arch):
+    """Stopped after every draw (max_seconds 0) and resumed from the checkpoint each time, with
+    an lr decay across the stops: the same parameters as one uninterrupted run."""
+    checkpoint = tmp_path / "run.pt"
+    kwargs = dict(
+        samples=32 * 23, batch_size=32, lr=3e-3, seed=4, lr_decay=0.6, chunk_bytes=3 * 4 * 32 * 512
+    )
+    trained = []
+    for stops in (False, True):
+        calls = 0
+        while True:
+            sae = build_toy_sae(arch, 64, 16, 3, generator=torch.Generator().manual_seed(2))
+            out = train_on_world(
+                sae, small_world, **kwargs, max_seconds=0 if stops else None,
+                checkpoint=checkpoint if stops else None,
+            )  # fmt: skip
+            calls += 1
+            if out["samples"] == 32 * 23:
+                break
+            assert checkpoint.exists() and out["samples"] == 32 * 3 * calls
+        assert calls == (8 if stops else 1) and not checkpoint.exists()
+        trained.append(dict(sae.named_parameters()))
+    for name, straight in trained[0].items():
+        torch.testing.assert_close(trained[1][name], straight, rtol=0, atol=0)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
@@ -246,6 +274,7 @@ BAD_BENCHMARKS = [
     (["--world", SMALL, "--width", "64", "--arch", "tree"], "--tree-roots"),
     (["--world", SMALL, "--lr-decay", "1.5"], "--lr-decay must be in [0, 1]"),
     (["--world", SMALL, "--train-seconds", "-1"], "--train-seconds must be at least 0"),
+    (["--world", SMALL, "--checkpoint-dir", __file__], "is not a directory"),
     (["--world", SMALL, "--cuda-graph"], "--cuda-graph needs --device cuda"),
 ]
 

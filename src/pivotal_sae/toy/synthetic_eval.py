@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
@@ -97,6 +98,7 @@ def train_on_world(
     lr_decay: float = 0.0,
     max_seconds: float | None = None,
     cuda_graph: bool = False,
+    checkpoint: Path | None = None,
 ) -> dict[str, float]:
     """Adam on the SAE's own reconstruction loss over fresh world batches; returns samples/s and
     the samples trained.
@@ -108,16 +110,40 @@ def train_on_world(
     training step as a CUDA graph after three eager steps and replays it for the rest: the same
     kernels on the same data, without their launch cost. Off by default: it has not yet been run
     on a GPU against the eager step (`tests/toy/test_worlds.py`, `benchmarks/synth_throughput.py`
-    check it there)."""
+    check it there).
+
+    `checkpoint`: a run that `max_seconds` stops saves its SAE, optimizer, step and random
+    state there (atomically), and a later call with the same arguments resumes from it and
+    continues exactly where it stopped (it stops only between draws from the world, so the saved
+    random state is the one the next draw needs); a run that finishes deletes it. The result's
+    `samples_per_s` is then this call's, and `samples` the total."""
     torch.manual_seed(seed)
     with torch.no_grad():
         sae.b_dec.copy_(world.sample(min(4096, samples or 1)).mean(0))
     device = sae.b_dec.device
+    first_step = 0
+    saved = None
+    if checkpoint is not None and checkpoint.exists():  # random states must stay on the CPU
+        saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
     cuda_graph = cuda_graph and device.type == "cuda" and type(sae).architecture in GRAPH_SAFE
     # A capturable Adam reads its lr from a tensor, so a decay can change it between replays.
     lr_now: float | Tensor = torch.tensor(lr, device=device) if cuda_graph else lr
     optimizer = torch.optim.Adam(sae.parameters(), lr=lr_now, capturable=cuda_graph)
     steps = math.ceil(samples / batch_size)
+    if saved is not None:
+        if saved["steps"] != steps or saved["batch_size"] != batch_size:
+            raise ValueError(f"checkpoint {checkpoint} is of another run; delete it to start over")
+        sae.load_state_dict(saved["sae"])
+        optimizer.load_state_dict(saved["optimizer"])
+        for group in optimizer.param_groups:  # this call's settings, not the saved run's
+            group["lr"], group["capturable"] = lr_now, cuda_graph
+        for state in optimizer.state.values():  # Adam keeps its step on the GPU only if captured
+            state["step"] = state["step"].to(device if cuda_graph else "cpu", torch.float32)
+        set_lr(optimizer, lr)  # the schedule below sets the decayed lr
+        first_step = saved["done"]
+        torch.set_rng_state(saved["rng_cpu"])
+        if device.type == "cuda":
+            torch.cuda.set_rng_state(saved["rng_device"], device)
     decay_steps = math.ceil(lr_decay * steps)
     per_draw = sample_chunk_batches(world, batch_size, steps, chunk_bytes)
 
@@ -131,12 +157,13 @@ def train_on_world(
     captured: tuple[torch.cuda.CUDAGraph, Tensor, Tensor] | None = None  # graph, input, loss
     start = time.perf_counter()
     batches: list[Tensor] = []
-    done = 0
-    for step in range(steps):
-        out_of_time = max_seconds is not None and time.perf_counter() - start > max_seconds
-        if step and step % 256 == 0 and out_of_time:
-            break
+    done = first_step
+    loss = torch.zeros(())
+    for step in range(first_step, steps):
         if not batches:
+            out_of_time = max_seconds is not None and time.perf_counter() - start > max_seconds
+            if step > first_step and out_of_time:
+                break
             batches = list(world.sample(per_draw * batch_size).split(batch_size))
         if decay_steps and step >= steps - decay_steps:
             set_lr(optimizer, lr * (steps - step) / decay_steps)
@@ -144,7 +171,7 @@ def train_on_world(
         if captured is not None:
             captured[1].copy_(x_BM)
             captured[0].replay()
-        elif cuda_graph and step == 3:
+        elif cuda_graph and step == first_step + 3:
             captured = capture_step(sae, optimizer, x_BM)
             captured[0].replay()
         elif cuda_graph:
@@ -162,8 +189,23 @@ def train_on_world(
     if loss.is_cuda:
         torch.cuda.synchronize(loss.device)  # the clock stops when the GPU's work is done
     seconds = time.perf_counter() - start
+    if checkpoint is not None and done < steps:
+        state = {
+            "sae": sae.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "done": done,
+            "steps": steps,
+            "batch_size": batch_size,
+            "rng_cpu": torch.get_rng_state(),
+            "rng_device": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+        }
+        partial = checkpoint.with_name(checkpoint.name + ".partial")
+        torch.save(state, partial)
+        partial.replace(checkpoint)
+    elif checkpoint is not None:
+        checkpoint.unlink(missing_ok=True)
     return {
-        "samples_per_s": done * batch_size / max(seconds, 1e-9),
+        "samples_per_s": (done - first_step) * batch_size / max(seconds, 1e-9),
         "samples": done * batch_size,
         "final_loss": loss.item(),
         "cuda_graph": float(captured is not None),
