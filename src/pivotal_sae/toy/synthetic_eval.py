@@ -108,9 +108,9 @@ def train_on_world(
     `max_seconds` stops training early (the result's `samples` then says how many were used).
     `cuda_graph` (on a GPU, for the `GRAPH_SAFE` architectures; ignored otherwise) captures one
     training step as a CUDA graph after three eager steps and replays it for the rest: the same
-    kernels on the same data, without their launch cost. Off by default: it has not yet been run
-    on a GPU against the eager step (`tests/toy/test_worlds.py`, `benchmarks/synth_throughput.py`
-    check it there).
+    kernels on the same data, without their launch cost. Off by default: on an H100 it matched
+    the eager step (`benchmarks/synth_throughput.py`; `tests/toy/test_worlds.py` on a GPU) but
+    trained SynthSAEBench-16k no faster, since drawing the world's samples takes half the time.
 
     `checkpoint`: a run that `max_seconds` stops saves its SAE, optimizer, step and random
     state there (atomically), and a later call with the same arguments resumes from it and
