@@ -141,6 +141,16 @@ def test_a_stopped_run_resumes_from_its_checkpoint_to_the_same_sae(small_world, 
         torch.testing.assert_close(trained[1][name], straight, rtol=0, atol=0)
 
 
+def test_a_checkpoint_of_another_run_is_refused(small_world, tmp_path):
+    checkpoint = tmp_path / "run.pt"
+    kwargs = dict(samples=32 * 9, batch_size=32, seed=4, chunk_bytes=3 * 4 * 32 * 512)
+    sae = build_toy_sae("topk", 64, 16, 3)
+    train_on_world(sae, small_world, lr=3e-3, max_seconds=0, checkpoint=checkpoint, **kwargs)
+    with pytest.raises(ValueError, match="of another run"):
+        train_on_world(sae, small_world, lr=1e-3, checkpoint=checkpoint, **kwargs)
+    assert checkpoint.exists()
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
 @pytest.mark.parametrize("arch", ["topk", "matryoshka"])
 def test_graphed_training_matches_eager(arch, small_world):

@@ -130,8 +130,9 @@ def train_on_world(
     lr_now: float | Tensor = torch.tensor(lr, device=device) if cuda_graph else lr
     optimizer = torch.optim.Adam(sae.parameters(), lr=lr_now, capturable=cuda_graph)
     steps = math.ceil(samples / batch_size)
+    run = {"steps": steps, "batch_size": batch_size, "lr": lr, "lr_decay": lr_decay, "seed": seed}
     if saved is not None:
-        if saved["steps"] != steps or saved["batch_size"] != batch_size:
+        if saved["run"] != run:
             raise ValueError(f"checkpoint {checkpoint} is of another run; delete it to start over")
         sae.load_state_dict(saved["sae"])
         optimizer.load_state_dict(saved["optimizer"])
@@ -194,8 +195,7 @@ def train_on_world(
             "sae": sae.state_dict(),
             "optimizer": optimizer.state_dict(),
             "done": done,
-            "steps": steps,
-            "batch_size": batch_size,
+            "run": run,
             "rng_cpu": torch.get_rng_state(),
             "rng_device": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
         }
