@@ -19,7 +19,7 @@ rows = json.load(open(sys.argv[1]))
 check = [r for r in rows if r["what"] == "graph vs eager (matryoshka)"]
 ok = bool(check) and check[0]["max_relative_difference"] < 1e-3
 trains = [r["samples_per_s"] for r in rows if r["what"].startswith("train_on_world (matryoshka")
-          and (ok or "graph" not in r["what"])]
+          and (ok or "graph" not in r["what"]) and "TF32" not in r["what"]]
 print(int(max(trains)), "on" if ok else "off")
 PY
 )

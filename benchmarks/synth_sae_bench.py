@@ -61,6 +61,7 @@ def bench_prefixes(width: int) -> tuple[int, ...]:
 
 
 def ours(arch: str, world: Any, args: argparse.Namespace, k: int) -> dict[str, Any]:
+    from pivotal_sae.absorption.pairs import tf32_matmuls
     from pivotal_sae.saes.toy_io import build_toy_sae
     from pivotal_sae.toy.synthetic_eval import train_on_world
 
@@ -84,11 +85,12 @@ def ours(arch: str, world: Any, args: argparse.Namespace, k: int) -> dict[str, A
         label = f"tree-d{args.tree_depth_now}" if arch == "tree" else arch
         args.checkpoint_dir.mkdir(parents=True, exist_ok=True)
         checkpoint = args.checkpoint_dir / f"{label}-l0{k}-seed{args.seed}.pt"
-    speed = train_on_world(
-        sae, world, args.budget_samples, args.batch_size, args.lr, args.seed,
-        lr_decay=args.lr_decay, max_seconds=args.train_seconds or None,
-        cuda_graph=args.cuda_graph, checkpoint=checkpoint,
-    )  # fmt: skip
+    with tf32_matmuls(args.tf32):
+        speed = train_on_world(
+            sae, world, args.budget_samples, args.batch_size, args.lr, args.seed,
+            lr_decay=args.lr_decay, max_seconds=args.train_seconds or None,
+            cuda_graph=args.cuda_graph, checkpoint=checkpoint,
+        )  # fmt: skip
     return {"sae": sae, **speed}
 
 
@@ -194,6 +196,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="ours, on a GPU: TopK and Matryoshka replay a CUDA graph of the training step "
         "(checked against the eager step on an H100; no faster there at the default sizes)",
     )
+    parser.add_argument(
+        "--tf32",
+        action="store_true",
+        help="ours, on a GPU: float32 matrix products in TF32 while training (the world's draws "
+        "included; scoring stays in full float32)",
+    )
     parser.add_argument("--l0", type=int, nargs="+", default=[25, 20])
     parser.add_argument("--arch", nargs="+", default=list(ARCHS))
     parser.add_argument("--seed", type=int, default=1)
@@ -240,6 +248,8 @@ def check_args(args: argparse.Namespace) -> None:
         raise UserError(f"--lr-decay must be in [0, 1] (got {args.lr_decay})")
     if args.cuda_graph and not args.device.startswith("cuda"):
         raise UserError("--cuda-graph needs --device cuda")
+    if args.tf32 and not args.device.startswith("cuda"):
+        raise UserError("--tf32 needs --device cuda")
     if args.train_seconds < 0:
         raise UserError(f"--train-seconds must be at least 0 (got {args.train_seconds})")
     if args.checkpoint_dir is not None and args.checkpoint_dir.is_file():

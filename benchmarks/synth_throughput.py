@@ -5,9 +5,10 @@ synchronised before the clock stops:
 
 1. `world.sample` alone, drawing `c` batches per call for each `--chunks c`;
 2. one of our SAEs' Adam steps alone, on batches drawn beforehand (`--arch`);
-3. `train_on_world` (both together, as the benchmark trains) for each `--chunks c`, on a GPU
-   with and without its CUDA graph of the step, and the graphed step checked against the eager
-   one (same seed and draws, 40 steps with an lr decay: largest relative parameter difference).
+3. `train_on_world` (both together, as the benchmark trains) for each `--chunks c`; on a GPU
+   also with its CUDA graph of the step and, separately, with TF32 matrix products (the world's
+   draws included), and the graphed step checked against the eager one (same seed and draws, 40
+   steps with an lr decay: largest relative parameter difference).
 
 Prints a table and writes `throughput.json` into `--out`; the last line names the fastest chunk
 and its training samples/s, so a script can size a run to the device time it has. One command:
@@ -40,6 +41,7 @@ def timed(fn: Callable[[], object], device: torch.device) -> float:
 def main() -> None:
     from synth_sae_bench import bench_prefixes
 
+    from pivotal_sae.absorption.pairs import tf32_matmuls
     from pivotal_sae.saes.toy_io import build_toy_sae
     from pivotal_sae.toy.synthetic_eval import train_on_world
     from pivotal_sae.toy.worlds import load_world
@@ -98,15 +100,22 @@ def main() -> None:
 
         sae_steps(20)
         record(f"SAE step only ({arch})", None, timed(lambda: sae_steps(steps), device), steps * bs)
-        graphs = [False, True] if device.type == "cuda" else [False]
+        variants = [(False, False), (True, False), (False, True)]  # (CUDA graph, TF32)
         for chunk in args.chunks:
-            for graph in graphs:
+            for graph, tf32 in variants if device.type == "cuda" else variants[:1]:
                 chunk_bytes = chunk * 4 * bs * features
-                speed = train_on_world(
-                    sae, world, steps * bs, bs, 3e-4, 1, chunk_bytes=chunk_bytes, cuda_graph=graph
+                with tf32_matmuls(tf32):
+                    speed = train_on_world(
+                        sae, world, steps * bs, bs, 3e-4, 1, chunk_bytes=chunk_bytes,
+                        cuda_graph=graph,
+                    )  # fmt: skip
+                what = f"train_on_world ({arch}{', CUDA graph' if graph else ''}"
+                record(
+                    f"{what}{', TF32' if tf32 else ''})",
+                    chunk,
+                    steps * bs / speed["samples_per_s"],
+                    steps * bs,
                 )
-                what = f"train_on_world ({arch}{', CUDA graph' if graph else ''})"
-                record(what, chunk, steps * bs / speed["samples_per_s"], steps * bs)
         if device.type == "cuda":
             # The graphed step against the eager one: same seed, same draws, 40 steps.
             trained = []

@@ -285,6 +285,7 @@ BAD_BENCHMARKS = [
     (["--world", SMALL, "--lr-decay", "1.5"], "--lr-decay must be in [0, 1]"),
     (["--world", SMALL, "--train-seconds", "-1"], "--train-seconds must be at least 0"),
     (["--world", SMALL, "--checkpoint-dir", __file__], "is not a directory"),
+    (["--world", SMALL, "--tf32"], "--tf32 needs --device cuda"),
     (["--world", SMALL, "--cuda-graph"], "--cuda-graph needs --device cuda"),
 ]
 

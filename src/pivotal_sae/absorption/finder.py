@@ -47,10 +47,10 @@ import torch
 from pivotal_sae.absorption.cooccurrence import CooccurrenceCounts, expected_cooccurrence
 from pivotal_sae.absorption.pairs import (
     DEFAULT_BLOCK,
-    _tf32,
     as_cooccurrence_source,
     poisson_cdf,
     scan_pairs,
+    tf32_matmuls,
 )
 from pivotal_sae.errors import UserError
 
@@ -157,7 +157,7 @@ def find_partial_pairs(
     unit_lM = torch.nn.functional.normalize(W_dec_EM.to(device)[alive_l].float(), dim=1)
 
     def score_tile(rows: slice, cols: slice) -> torch.Tensor:
-        with _tf32(False):
+        with tf32_matmuls(False):
             cos = unit_lM[rows] @ unit_lM[cols].T
         a = alive_l[rows][:, None].expand_as(cos)
         b = alive_l[cols][None, :].expand_as(cos)
@@ -205,7 +205,7 @@ def _count_at_most(
     n = alive_l.numel()
     for r0 in range(0, n, block):
         for c0 in range(r0, n, block):
-            with _tf32(False):
+            with tf32_matmuls(False):
                 cos = unit_lM[r0 : r0 + block] @ unit_lM[c0 : c0 + block].T
             a = alive_l[r0 : r0 + block][:, None].expand_as(cos)
             b = alive_l[c0 : c0 + block][None, :].expand_as(cos)
