@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from pivotal_sae.runs import atomic_save_torch
 from pivotal_sae.saes.hierarchical import HierarchicalSae
 from pivotal_sae.saes.topk import TopKSae, scatter_dense
 from pivotal_sae.toy.worlds import parent_child_pairs
@@ -199,9 +200,7 @@ def train_on_world(
             "rng_cpu": torch.get_rng_state(),
             "rng_device": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
         }
-        partial = checkpoint.with_name(checkpoint.name + ".partial")
-        torch.save(state, partial)
-        partial.replace(checkpoint)
+        atomic_save_torch(checkpoint, state)
     elif checkpoint is not None:
         checkpoint.unlink(missing_ok=True)
     return {
