@@ -202,6 +202,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="ours, on a GPU: float32 matrix products in TF32 while training (the world's draws "
         "included; scoring stays in full float32)",
     )
+    parser.add_argument(
+        "--readouts",
+        nargs="+",
+        default=["trained"],
+        help="our flat SAEs: also score them read out with calibrated thresholds "
+        "(src/pivotal_sae/toy/readout.py); one row each, named arch+readout",
+    )
+    parser.add_argument(
+        "--latent-report",
+        action="store_true",
+        help="write latents.json: per latent and readout, its matched feature, true and false "
+        "positives and mean activations (what the F1 is made of)",
+    )
     parser.add_argument("--l0", type=int, nargs="+", default=[25, 20])
     parser.add_argument("--arch", nargs="+", default=list(ARCHS))
     parser.add_argument("--seed", type=int, default=1)
@@ -246,6 +259,11 @@ def check_args(args: argparse.Namespace) -> None:
         raise UserError(f"--lr must be in (0, 1] (got {args.lr})")
     if not 0 <= args.lr_decay <= 1:
         raise UserError(f"--lr-decay must be in [0, 1] (got {args.lr_decay})")
+    from pivotal_sae.toy.readout import READOUTS
+
+    bad = [r for r in args.readouts if r not in READOUTS]
+    if bad:
+        raise UserError(f"unknown --readouts {bad[0]!r}; choose from {', '.join(READOUTS)}")
     if args.cuda_graph and not args.device.startswith("cuda"):
         raise UserError("--cuda-graph needs --device cuda")
     if args.tf32 and not args.device.startswith("cuda"):
@@ -304,7 +322,8 @@ def device_name(device: str) -> str:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from pivotal_sae.toy.synthetic_eval import score_on_world
+    from pivotal_sae.runs import atomic_write_json
+    from pivotal_sae.toy.synthetic_eval import READOUT_ARCHS, latent_report, score_on_world
     from pivotal_sae.toy.worlds import load_world, world_statistics
 
     began = time.perf_counter()
@@ -336,6 +355,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         flush=True,
     )
     write_results(args.out, results)
+    reports: dict[str, Any] = {}
     last_seconds = 0.0
     runs = [
         (f"tree-d{depth}" if arch == "tree" else arch, arch, depth)
@@ -371,8 +391,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     torch.cuda.empty_cache()
             row = {"arch": label, "l0_target": k, **trained, **scores, "train_s": train_s}
             row["eval_s"] = time.perf_counter() - scored_at
-            last_seconds = time.perf_counter() - arch_began
             results["rows"].append(row)
+            extra = [r for r in args.readouts if r != "trained"] if arch in READOUT_ARCHS else []
+            for readout in extra:
+                read = score_on_world(sae, world, samples=args.eval_samples, readout=readout)
+                results["rows"].append({**row, **read, "arch": f"{label}+{readout}"})
+                print(f"{label}+{readout} L0 {k}: F1 {read['f1']:.3f} (P {read['precision']:.3f}"
+                      f" R {read['recall']:.3f}) MCC {read['mcc']:.3f} L0 {read['l0']:.1f} gap "
+                      f"{read['absorption_gap']:.3f}", flush=True)  # fmt: skip
+            if args.latent_report and arch in READOUT_ARCHS:
+                for readout in ["trained", *extra]:
+                    report = latent_report(sae, world, samples=args.eval_samples, readout=readout)
+                    reports[f"{label}-l0{k}+{readout}"] = report
+                atomic_write_json(args.out / "latents.json", reports)
+            last_seconds = time.perf_counter() - arch_began
             write_results(args.out, results)
             reference = PUBLISHED_SCORES.get((arch, k))
             note = (

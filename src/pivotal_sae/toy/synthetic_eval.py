@@ -290,11 +290,24 @@ def absorption_gap(
     }
 
 
-def score_on_world(sae: nn.Module, world: SyntheticModel, samples: int = 50_000) -> dict[str, Any]:
-    """SAELens's synthetic evaluation plus the absorption gap, as one flat dict."""
+#: Architectures a threshold readout (`toy/readout.py`) applies to: one flat TopK-family layer.
+READOUT_ARCHS = ("topk", "batchtopk", "matryoshka", "matryoshka-batchtopk")
+
+
+def score_on_world(
+    sae: nn.Module, world: SyntheticModel, samples: int = 50_000, readout: str = "trained"
+) -> dict[str, Any]:
+    """SAELens's synthetic evaluation plus the absorption gap, as one flat dict. `readout`
+    (`toy/readout.py`) reads a flat TopK-family SAE out with calibrated thresholds instead."""
     from sae_lens.synthetic import eval_sae_on_synthetic_data
 
+    from pivotal_sae.toy.readout import readout_view
+
     view: Any = FlatView(sae) if isinstance(sae, TopKSae) else sae
+    if readout != "trained":
+        if not isinstance(sae, TopKSae) or type(sae).architecture not in READOUT_ARCHS:
+            raise ValueError(f"readout {readout!r} needs one of {', '.join(READOUT_ARCHS)}")
+        view = readout_view(sae, world, readout)
     with torch.no_grad():
         result = eval_sae_on_synthetic_data(
             view,
@@ -317,3 +330,48 @@ def score_on_world(sae: nn.Module, world: SyntheticModel, samples: int = 50_000)
     }
     scores.update(absorption_gap(view, world, samples=samples))
     return scores
+
+
+@torch.no_grad()
+def latent_report(
+    sae: nn.Module, world: SyntheticModel, samples: int = 50_000, readout: str = "trained"
+) -> dict[str, list[float]]:
+    """Per latent, as SAELens's F1 sees it: the best-matching feature (decoder cosine), that
+    feature's firing probability, true and false positives and false negatives over `samples`
+    fresh rows, and the latent's mean activation on its true and on its false positives."""
+    from pivotal_sae.toy.readout import readout_view
+
+    view: Any = FlatView(sae) if isinstance(sae, TopKSae) else sae
+    if readout != "trained":
+        view = readout_view(sae, world, readout)
+    gt_FM = world.feature_dict.feature_vectors
+    decoder_LM = view.W_dec.to(gt_FM.device)
+    cosine_LF = F.normalize(decoder_LM, dim=1) @ F.normalize(gt_FM, dim=1).T
+    best_cos_L, match_L = cosine_LF.abs().max(dim=1)
+    stats = torch.zeros(5, decoder_LM.shape[0], device=gt_FM.device)  # tp fp fn act_tp act_fp
+    rows = 0
+    while rows < samples:
+        n = min(5_000, samples - rows)
+        hidden_BM, feature_acts_BF = world.sample_with_features(n)
+        if feature_acts_BF.is_sparse:
+            feature_acts_BF = feature_acts_BF.to_dense()
+        acts_BL = view.encode(hidden_BM).to(gt_FM.device)
+        fires_BL = acts_BL != 0
+        truth_BL = feature_acts_BF[:, match_L] > 0
+        stats[0] += (fires_BL & truth_BL).sum(0)
+        stats[1] += (fires_BL & ~truth_BL).sum(0)
+        stats[2] += (~fires_BL & truth_BL).sum(0)
+        stats[3] += torch.where(fires_BL & truth_BL, acts_BL, 0).sum(0)
+        stats[4] += torch.where(fires_BL & ~truth_BL, acts_BL, 0).sum(0)
+        rows += n
+    probability_F = world.activation_generator.firing_probabilities.to(gt_FM.device)
+    return {
+        "match": match_L.tolist(),
+        "cosine": best_cos_L.tolist(),
+        "match_probability": probability_F[match_L].tolist(),
+        "tp": stats[0].tolist(),
+        "fp": stats[1].tolist(),
+        "fn": stats[2].tolist(),
+        "mean_act_tp": (stats[3] / stats[0].clamp_min(1)).tolist(),
+        "mean_act_fp": (stats[4] / stats[1].clamp_min(1)).tolist(),
+    }

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Our Matryoshka at the published budget (200M samples, L0 25, lr 3e-4 decayed over the last
+# 20 %) on SynthSAEBench-16k, over two device calls on one warm machine (`wheels/` carried):
+#
+#   PHASE=first  bash benchmarks/gpu_synth_200m.sh   # probe, choose, start the 200M run
+#   PHASE=resume bash benchmarks/gpu_synth_200m.sh   # the same run resumed, finished, scored
+#
+# `first` times training with and without TF32 (benchmarks/synth_throughput.py) and keeps TF32
+# if it is at least 10 % faster; then it chooses the readout (src/pivotal_sae/toy/readout.py) on
+# a world of the same recipe with another seed (synthsaebench-16k-seed43), never on the
+# published one: Matryoshka and Matryoshka-BatchTopK at ${TUNE_SAMPLES:-15000000} samples,
+# scored under every readout. Then it trains on the published world until ${CALL_S:-540} s from
+# its start, leaving a checkpoint under benchmarks/out/ckpt (kept only while the machine stays
+# warm: call `resume` at once). `resume` finishes the run and scores it under every readout.
+set -uo pipefail
+began=$(date +%s)
+SITE=${SITE:-/tmp/synth-site}
+PY=${PYTHON:-python3}
+PYTHONPATH=$SITE "$PY" -c "import sae_lens" 2>/dev/null ||
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$SITE" wheels/*.whl
+export PYTHONPATH=src:$SITE PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 WANDB_MODE=disabled TQDM_DISABLE=1
+export PIVOTAL_SAE_CACHE=${PIVOTAL_SAE_CACHE:-/tmp/pivotal-sae-cache}
+STATE=benchmarks/out/synth200m
+mkdir -p "$STATE"
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null | tee "$OUT/gpu.txt"
+# A CPU dry run: TUNE_WORLD/MAIN_WORLD=synthsaebench-small, EXTRA="--device cpu --width 64 ..."
+# shellcheck disable=SC2086
+bench() { "$PY" benchmarks/synth_sae_bench.py "$@" ${EXTRA:-} 2>&1 | grep -v Orthogonal; }
+if [ "${PHASE:-first}" = first ]; then
+  "$PY" benchmarks/synth_throughput.py --out "$OUT" --chunks 16 --samples "${THR_SAMPLES:-1000000}" \
+    --arch matryoshka --world "${MAIN_WORLD:-synthsaebench-16k}" 2>&1 | grep -v Orthogonal
+  "$PY" - "$OUT/throughput.json" >"$STATE/tf32" <<'PY'
+import json, sys
+rows = {r["what"]: r.get("samples_per_s", 0) for r in json.load(open(sys.argv[1]))}
+eager = rows.get("train_on_world (matryoshka)", 0)
+tf32 = rows.get("train_on_world (matryoshka, TF32)", 0)
+print("--tf32" if tf32 >= 1.1 * eager else "")
+PY
+  echo "TF32 choice: '$(cat "$STATE/tf32")'"
+  # shellcheck disable=SC2046
+  bench --world "${TUNE_WORLD:-synthsaebench-16k-seed43}" --arch matryoshka matryoshka-batchtopk --l0 25 \
+    --budget-samples "${TUNE_SAMPLES:-15000000}" --lr-decay 0.2 --readouts trained global latent \
+    --latent-report --stats-samples 20000 --out "$OUT/tune" $(cat "$STATE/tf32")
+fi
+left=$((${CALL_S:-540} - ($(date +%s) - began) - 40))
+left=$((left > 1 ? left : 1))
+echo "training the published world for at most ${left}s"
+# shellcheck disable=SC2046
+bench --world "${MAIN_WORLD:-synthsaebench-16k}" --arch matryoshka --l0 25 --budget-samples "${MAIN_SAMPLES:-200000000}" \
+  --lr-decay 0.2 --train-seconds "$left" --checkpoint-dir "$STATE/ckpt" \
+  --readouts trained global latent --latent-report --out "$OUT/main" $(cat "$STATE/tf32")
+ls -la "$STATE/ckpt" 2>/dev/null
