@@ -17,7 +17,13 @@ from pivotal_sae.cli import main
 from pivotal_sae.saes.toy_io import build_toy_sae
 from pivotal_sae.saes.tree import TreeSae, forest_parents
 from pivotal_sae.toy import worlds
-from pivotal_sae.toy.synthetic_eval import sample_chunk_batches, score_on_world, train_on_world
+from pivotal_sae.toy.readout import calibrate_thresholds
+from pivotal_sae.toy.synthetic_eval import (
+    latent_report,
+    sample_chunk_batches,
+    score_on_world,
+    train_on_world,
+)
 
 SMALL = "synthsaebench-small"
 
@@ -166,6 +172,81 @@ def test_graphed_training_matches_eager(arch, small_world):
         torch.testing.assert_close(trained[1][name], eager, rtol=1e-4, atol=1e-5)
 
 
+@pytest.fixture(scope="module")
+def trained_topk(small_world):
+    sae = build_toy_sae("topk", 64, 64, 5, generator=torch.Generator().manual_seed(3))
+    train_on_world(sae, small_world, 20_000, 256, 3e-3, seed=3)
+    return sae
+
+
+@pytest.mark.parametrize("readout", ["global", "latent"])
+def test_calibrated_thresholds_match_a_sorted_reference_and_keep_k(
+    readout, trained_topk, small_world
+):
+    sae, rows = trained_topk, 3_000
+    torch.manual_seed(11)
+    thresholds_E = calibrate_thresholds(sae, small_world, readout, samples=rows, chunk=1_000)
+    # Reference: the same draws, one row and one latent at a time, and a plain sort.
+    torch.manual_seed(11)
+    x_NM = torch.cat([small_world.sample(1_000) for _ in range(3)])
+    with torch.no_grad():
+        pre_NE = (x_NM @ sae.W_enc + sae.b_enc).relu()
+    scale = [1.0] * sae.d_sae
+    if readout == "latent":
+        sums, counts = [0.0] * sae.d_sae, [0] * sae.d_sae
+        for row in pre_NE.tolist():
+            for e in sorted(range(sae.d_sae), key=lambda e: -row[e])[: sae.k]:
+                if row[e] > 0:
+                    sums[e] += row[e]
+                    counts[e] += 1
+        scale = [sums[e] / counts[e] if counts[e] else math.inf for e in range(sae.d_sae)]
+    ratios = sorted(
+        (v / scale[e] for row in pre_NE.tolist() for e, v in enumerate(row)), reverse=True
+    )
+    alpha = ratios[sae.k * rows - 1]
+    expected = torch.tensor([alpha * s for s in scale])
+    assert torch.allclose(thresholds_E, expected, rtol=1e-5)
+    kept = ((pre_NE >= thresholds_E) & (pre_NE > 0)).sum().item()
+    assert kept == pytest.approx(sae.k * rows, abs=5)  # exact but for ties
+    fresh = score_on_world(sae, small_world, samples=5_000, readout=readout)
+    assert fresh["l0"] == pytest.approx(sae.k, rel=0.1)
+    trained = score_on_world(sae, small_world, samples=5_000)
+    assert trained["l0"] == pytest.approx(sae.k)
+
+
+def test_a_readout_refuses_the_hierarchical_sae(small_world):
+    sae = build_toy_sae("hierarchical", 64, 8, 2, n_children=4)
+    with pytest.raises(ValueError, match="readout 'global' needs one of"):
+        score_on_world(sae, small_world, samples=1_000, readout="global")
+
+
+def test_latent_report_counts_as_a_loop_over_latents_does(trained_topk, small_world):
+    sae, rows = trained_topk, 2_000
+    torch.manual_seed(5)
+    report = latent_report(sae, small_world, samples=rows)
+    torch.manual_seed(5)
+    hidden_NM, features_NF = small_world.sample_with_features(rows)
+    features_NF = features_NF.to_dense() if features_NF.is_sparse else features_NF
+    with torch.no_grad():
+        out = sae(hidden_NM)
+    acts_NE = torch.zeros(rows, sae.d_sae).scatter(1, out.indices_BK, out.values_BK)
+    gt_FM = small_world.feature_dict.feature_vectors
+    for e in range(sae.d_sae):
+        cosines = [
+            abs(torch.nn.functional.cosine_similarity(sae.W_dec[e], gt_FM[f], dim=0).item())
+            for f in range(gt_FM.shape[0])
+        ]
+        match = max(range(len(cosines)), key=cosines.__getitem__)
+        assert report["match"][e] == match
+        fires, truth = acts_NE[:, e] != 0, features_NF[:, match] > 0
+        assert report["tp"][e] == (fires & truth).sum().item()
+        assert report["fp"][e] == (fires & ~truth).sum().item()
+        assert report["fn"][e] == (~fires & truth).sum().item()
+        if (fires & truth).any():
+            mean_tp = acts_NE[fires & truth, e].mean().item()
+            assert report["mean_act_tp"][e] == pytest.approx(mean_tp, rel=1e-4)
+
+
 def test_handcoded_tree_sae_recovers_a_tree_world():
     """Trees two deep (2 roots, 3 mutually exclusive children each, 9 grandchildren) beside 14
     flat features, orthonormal directions: the tree SAE set to the ground truth scores 1."""
@@ -259,13 +340,16 @@ def test_benchmark_writes_a_table_for_ours_and_saelens(tmp_path, small_world, ca
     out = tmp_path / "bench"
     args = ["--world", SMALL, "--budget-samples", "3200", "--width", "64", "--batch-size", "32"]
     args += ["--lr", "3e-3", "--l0", "5", "--arch", "batchtopk", "tree", "saelens-batchtopk"]
-    args += ["--tree-roots", "1"]
+    args += ["--tree-roots", "1", "--readouts", "trained", "latent", "--latent-report"]
     args += ["--device", "cpu", "--eval-samples", "10000", "--stats-samples", "5000"]
     assert load_benchmark().main([*args, "--out", str(out)]) == 0
     results = json.loads((out / "results.json").read_text())
     assert results["world_statistics"]["mean_l0"] > 1
     archs = [row["arch"] for row in results["rows"]]
-    assert archs == ["batchtopk", "tree-d2", "saelens-batchtopk"]
+    assert archs == ["batchtopk", "batchtopk+latent", "tree-d2", "saelens-batchtopk"]
+    reports = json.loads((out / "latents.json").read_text())
+    assert sorted(reports) == ["batchtopk-l05+latent", "batchtopk-l05+trained"]
+    assert len(reports["batchtopk-l05+latent"]["tp"]) == 64
     for row in results["rows"]:
         for key in ("f1", "mcc", "uniqueness", "explained_variance", "dead_latents"):
             assert math.isfinite(row[key]), key
@@ -287,6 +371,7 @@ BAD_BENCHMARKS = [
     (["--world", SMALL, "--checkpoint-dir", __file__], "is not a directory"),
     (["--world", SMALL, "--tf32"], "--tf32 needs --device cuda"),
     (["--world", SMALL, "--cuda-graph"], "--cuda-graph needs --device cuda"),
+    (["--world", SMALL, "--readouts", "median"], "unknown --readouts"),
 ]
 
 
