@@ -31,6 +31,8 @@ class ThresholdView(nn.Module):
     """A TopK-family SAE as a flat dictionary that fires latent e where its pre-activation is
     positive and at least `thresholds_E[e]`."""
 
+    thresholds_E: Tensor
+
     def __init__(self, sae: TopKSae, thresholds_E: Tensor) -> None:
         super().__init__()
         self.sae = sae
@@ -85,7 +87,9 @@ def calibrate_thresholds(
     return alpha * scale_E
 
 
-def readout_view(sae: TopKSae, world: SyntheticModel, readout: str, samples: int = 20_000):
+def readout_view(
+    sae: TopKSae, world: SyntheticModel, readout: str, samples: int = 20_000
+) -> ThresholdView | None:
     """The flat dictionary `score_on_world` reads for `readout`; `None` for "trained"."""
     if readout == "trained":
         return None

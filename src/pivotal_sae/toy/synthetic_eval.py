@@ -342,7 +342,7 @@ def latent_report(
     from pivotal_sae.toy.readout import readout_view
 
     view: Any = FlatView(sae) if isinstance(sae, TopKSae) else sae
-    if readout != "trained":
+    if readout != "trained" and isinstance(sae, TopKSae):
         view = readout_view(sae, world, readout)
     gt_FM = world.feature_dict.feature_vectors
     decoder_LM = view.W_dec.to(gt_FM.device)
