@@ -116,9 +116,12 @@ def saelens(arch: str, world: Any, args: argparse.Namespace, k: int) -> dict[str
     sae_cfg: Any
     if arch == "saelens-matryoshka":
         widths = list(bench_prefixes(args.width))
+        # As published (synth-sae-bench-experiments): each level's dead latents reconstruct that
+        # level's own error.
         sae_cfg = MatryoshkaBatchTopKTrainingSAEConfig(
-            d_in=d_in, d_sae=args.width, k=k, matryoshka_widths=widths
-        )
+            d_in=d_in, d_sae=args.width, k=k, matryoshka_widths=widths,
+            use_matryoshka_aux_loss=args.saelens_recipe == "published",
+        )  # fmt: skip
     else:
         sae_cfg = BatchTopKTrainingSAEConfig(d_in=d_in, d_sae=args.width, k=k)
     cfg: Any = SyntheticSAERunnerConfig(
@@ -128,6 +131,8 @@ def saelens(arch: str, world: Any, args: argparse.Namespace, k: int) -> dict[str
         batch_size=args.batch_size,
         lr=args.lr,
         device=args.device,
+        autocast_sae=args.saelens_recipe == "published",
+        autocast_data=args.saelens_recipe == "published",
         output_path=None,
         checkpoint_path=None,
         run_final_eval=False,
@@ -214,6 +219,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="write latents.json: per latent and readout, its matched feature, true and false "
         "positives and mean activations (what the F1 is made of)",
+    )
+    parser.add_argument(
+        "--saelens-recipe",
+        choices=["published", "defaults"],
+        default="published",
+        help="SAELens's references: 'published' trains them as the SynthSAEBench experiments did "
+        "(bfloat16 autocast of the SAE and of the world's draws; Matryoshka with its per-level "
+        "aux loss); 'defaults' in float32 with SAELens's defaults, as rows before 2026-12-07 were",
     )
     parser.add_argument("--l0", type=int, nargs="+", default=[25, 20])
     parser.add_argument("--arch", nargs="+", default=list(ARCHS))

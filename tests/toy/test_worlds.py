@@ -372,6 +372,7 @@ BAD_BENCHMARKS = [
     (["--world", SMALL, "--tf32"], "--tf32 needs --device cuda"),
     (["--world", SMALL, "--cuda-graph"], "--cuda-graph needs --device cuda"),
     (["--world", SMALL, "--readouts", "median"], "unknown --readouts"),
+    (["--world", SMALL, "--saelens-recipe", "fast"], "invalid choice"),
 ]
 
 
