@@ -65,7 +65,8 @@ class ToyTrainConfig:
 
     world: str = "seed"
     """Data: `seed` (the planted parent/child features below) or a SAELens synthetic world,
-    `synthsaebench-16k` (the published benchmark) or `synthsaebench-small` (small, for CPU)."""
+    `synthsaebench-16k` (the published benchmark), `synthsaebench-16k-seed43` (its recipe with
+    another seed, for choosing settings) or `synthsaebench-small` (small, for CPU)."""
 
     arch: Literal[
         "topk", "hierarchical", "matryoshka", "batchtopk", "matryoshka-batchtopk", "tree"
