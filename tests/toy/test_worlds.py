@@ -327,9 +327,9 @@ def test_bad_world_is_one_line_exit_2_and_writes_nothing(
     assert not out.exists() and list(tmp_path.iterdir()) == []
 
 
-def load_benchmark():
-    path = Path(__file__).parents[2] / "benchmarks" / "synth_sae_bench.py"
-    spec = importlib.util.spec_from_file_location("synth_sae_bench", path)
+def load_benchmark(name: str = "synth_sae_bench"):
+    path = Path(__file__).parents[2] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -350,13 +350,29 @@ def test_benchmark_writes_a_table_for_ours_and_saelens(tmp_path, small_world, ca
     reports = json.loads((out / "latents.json").read_text())
     assert sorted(reports) == ["batchtopk-l05+latent", "batchtopk-l05+trained"]
     assert len(reports["batchtopk-l05+latent"]["tp"]) == 64
+    summary = load_benchmark("synth_latent_report")
+    assert "world statistics" in capsys.readouterr().out
+    assert summary.main([str(out / "latents.json"), "--plot", str(tmp_path / "acts.png")]) == 0
+    printed = capsys.readouterr().out
+    # The summary's "all" F1 is the mean per-latent F1 of the report's own counts.
+    report = reports["batchtopk-l05+trained"]
+    f1s = []
+    for tp, fp, fn in zip(report["tp"], report["fp"], report["fn"], strict=True):
+        p = tp / (tp + fp) if tp + fp else 0.0
+        r = tp / (tp + fn) if tp + fn else 0.0
+        f1s.append(2 * p * r / (p + r) if p + r else 0.0)
+    assert f"| all | {sum(f1s) / len(f1s):.3f} |" in printed.split("batchtopk-l05+trained")[1]
+    assert (tmp_path / "acts.png").stat().st_size > 1000
+    assert summary.main([str(tmp_path / "missing.json")]) == 2
+    assert summary.main([str(out / "latents.json"), "--only", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 2 and "Traceback" not in err
     for row in results["rows"]:
         for key in ("f1", "mcc", "uniqueness", "explained_variance", "dead_latents"):
             assert math.isfinite(row[key]), key
         assert row["samples_per_s"] > 0 and row["explained_variance"] > 0
     table = (out / "results.md").read_text()
     assert "| saelens-batchtopk | 5 |" in table
-    assert "world statistics" in capsys.readouterr().out
 
 
 BAD_BENCHMARKS = [
