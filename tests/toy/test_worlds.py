@@ -120,14 +120,18 @@ def test_train_on_world_decays_the_lr_and_stops_on_time(small_world, monkeypatch
     assert 1 < per_draw < 600 and out["samples"] == 32 * per_draw and len(seen) == per_draw
 
 
-@pytest.mark.parametrize("arch", ["topk", "matryoshka"])
-def test_a_stopped_run_resumes_from_its_checkpoint_to_the_same_sae(small_world, tmp_path, arch):
+@pytest.mark.parametrize(("arch", "aux_k"), [("topk", 0), ("matryoshka", 0), ("batchtopk", 4)])
+def test_a_stopped_run_resumes_from_its_checkpoint_to_the_same_sae(
+    small_world, tmp_path, arch, aux_k
+):
     """Stopped after every draw (max_seconds 0) and resumed from the checkpoint each time, with
-    an lr decay across the stops: the same parameters as one uninterrupted run."""
+    an lr decay across the stops (and the dead-latent tracker of the aux-k loss): the same
+    parameters as one uninterrupted run."""
     checkpoint = tmp_path / "run.pt"
     kwargs = dict(
-        samples=32 * 23, batch_size=32, lr=3e-3, seed=4, lr_decay=0.6, chunk_bytes=3 * 4 * 32 * 512
-    )
+        samples=32 * 23, batch_size=32, lr=3e-3, seed=4, lr_decay=0.6, chunk_bytes=3 * 4 * 32 * 512,
+        aux_k=aux_k, dead_share=0.9,
+    )  # fmt: skip
     trained = []
     for stops in (False, True):
         calls = 0
@@ -145,6 +149,21 @@ def test_a_stopped_run_resumes_from_its_checkpoint_to_the_same_sae(small_world, 
         trained.append(dict(sae.named_parameters()))
     for name, straight in trained[0].items():
         torch.testing.assert_close(trained[1][name], straight, rtol=0, atol=0)
+
+
+def test_the_aux_k_loss_revives_dead_latents_on_a_world(small_world):
+    dead, f1 = [], []
+    for aux_k in (0, 32):
+        sae = build_toy_sae(
+            "matryoshka-batchtopk", 64, 256, 5, prefixes=(8, 32, 128, 256),
+            generator=torch.Generator().manual_seed(1),
+        )  # fmt: skip
+        train_on_world(sae, small_world, 100_000, 256, 3e-3, seed=1, aux_k=aux_k)
+        scores = score_on_world(sae, small_world, samples=10_000)
+        dead.append(scores["dead_latents"])
+        f1.append(scores["f1"])
+    assert dead[0] >= 3 and dead[1] == 0  # measured: 6 and 0 (F1 0.454 and 0.485)
+    assert f1[1] > f1[0]
 
 
 def test_a_checkpoint_of_another_run_is_refused(small_world, tmp_path):

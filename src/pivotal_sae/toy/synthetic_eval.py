@@ -100,6 +100,9 @@ def train_on_world(
     max_seconds: float | None = None,
     cuda_graph: bool = False,
     checkpoint: Path | None = None,
+    aux_k: int = 0,
+    aux_k_coeff: float = 1 / 32,
+    dead_share: float = 0.2,
 ) -> dict[str, float]:
     """Adam on the SAE's own reconstruction loss over fresh world batches; returns samples/s and
     the samples trained.
@@ -117,7 +120,13 @@ def train_on_world(
     state there (atomically), and a later call with the same arguments resumes from it and
     continues exactly where it stopped (it stops only between draws from the world, so the saved
     random state is the one the next draw needs); a run that finishes deletes it. The result's
-    `samples_per_s` is then this call's, and `samples` the total."""
+    `samples_per_s` is then this call's, and `samples` the total.
+
+    `aux_k` > 0 adds the toy lab's auxiliary-k loss (`toy/revival.py`, weight `aux_k_coeff`):
+    latents firing below `dead_share` of their fair rate reconstruct what the live ones leave.
+    It reads the dead count back to the host every step, so it trains without the CUDA graph."""
+    from pivotal_sae.toy.revival import DeadLatentTracker, aux_k_loss
+
     torch.manual_seed(seed)
     with torch.no_grad():
         sae.b_dec.copy_(world.sample(min(4096, samples or 1)).mean(0))
@@ -126,12 +135,19 @@ def train_on_world(
     saved = None
     if checkpoint is not None and checkpoint.exists():  # random states must stay on the CPU
         saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    cuda_graph = cuda_graph and device.type == "cuda" and type(sae).architecture in GRAPH_SAFE
+    cuda_graph = (
+        cuda_graph and device.type == "cuda" and type(sae).architecture in GRAPH_SAFE and not aux_k
+    )
+    tracker = DeadLatentTracker(sae, dead_share) if aux_k else None
     # A capturable Adam reads its lr from a tensor, so a decay can change it between replays.
     lr_now: float | Tensor = torch.tensor(lr, device=device) if cuda_graph else lr
     optimizer = torch.optim.Adam(sae.parameters(), lr=lr_now, capturable=cuda_graph)
     steps = math.ceil(samples / batch_size)
-    run = {"steps": steps, "batch_size": batch_size, "lr": lr, "lr_decay": lr_decay, "seed": seed}
+    run: dict[str, float] = {
+        "steps": steps, "batch_size": batch_size, "lr": lr, "lr_decay": lr_decay, "seed": seed
+    }  # fmt: skip
+    if aux_k:
+        run.update(aux_k=aux_k, aux_k_coeff=aux_k_coeff, dead_share=dead_share)
     if saved is not None:
         if saved["run"] != run:
             raise ValueError(f"checkpoint {checkpoint} is of another run; delete it to start over")
@@ -143,6 +159,8 @@ def train_on_world(
             state["step"] = state["step"].to(device if cuda_graph else "cpu", torch.float32)
         set_lr(optimizer, lr)  # the schedule below sets the decayed lr
         first_step = saved["done"]
+        if tracker is not None:
+            tracker.load_state_dict(saved["dead_tracker"])
         torch.set_rng_state(saved["rng_cpu"])
         if device.type == "cuda":
             torch.cuda.set_rng_state(saved["rng_device"], device)
@@ -150,7 +168,11 @@ def train_on_world(
     per_draw = sample_chunk_batches(world, batch_size, steps, chunk_bytes)
 
     def step_eagerly(x_BM: Tensor) -> Tensor:
-        loss = sae.reconstruction_loss(x_BM, sae(x_BM))
+        out = sae(x_BM)
+        loss = sae.reconstruction_loss(x_BM, out)
+        if tracker is not None:
+            tracker.update(sae.firing_counts(out))
+            loss = loss + aux_k_coeff * aux_k_loss(sae, x_BM, out, tracker.dead(), aux_k)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -199,6 +221,7 @@ def train_on_world(
             "run": run,
             "rng_cpu": torch.get_rng_state(),
             "rng_device": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+            "dead_tracker": tracker.state_dict() if tracker is not None else None,
         }
         atomic_save_torch(checkpoint, state)
     elif checkpoint is not None:
