@@ -90,6 +90,7 @@ def ours(arch: str, world: Any, args: argparse.Namespace, k: int) -> dict[str, A
             sae, world, args.budget_samples, args.batch_size, args.lr, args.seed,
             lr_decay=args.lr_decay, max_seconds=args.train_seconds or None,
             cuda_graph=args.cuda_graph, checkpoint=checkpoint,
+            aux_k=args.aux_k, aux_k_coeff=args.aux_k_coeff,
         )  # fmt: skip
     return {"sae": sae, **speed}
 
@@ -196,6 +197,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "run again resumes it (one budget over several device calls)",
     )
     parser.add_argument(
+        "--aux-k",
+        type=int,
+        default=0,
+        help="ours: the aux-k loss for dead latents with this many of them per row (0: off; "
+        "src/pivotal_sae/toy/revival.py)",
+    )
+    parser.add_argument("--aux-k-coeff", type=float, default=1 / 32, help="ours: its weight")
+    parser.add_argument(
         "--cuda-graph",
         action="store_true",
         help="ours, on a GPU: TopK and Matryoshka replay a CUDA graph of the training step "
@@ -281,6 +290,10 @@ def check_args(args: argparse.Namespace) -> None:
         raise UserError("--cuda-graph needs --device cuda")
     if args.tf32 and not args.device.startswith("cuda"):
         raise UserError("--tf32 needs --device cuda")
+    if not 0 <= args.aux_k <= args.width:
+        raise UserError(f"--aux-k must be between 0 and --width ({args.width}), got {args.aux_k}")
+    if args.aux_k_coeff < 0:
+        raise UserError(f"--aux-k-coeff must be at least 0 (got {args.aux_k_coeff})")
     if args.train_seconds < 0:
         raise UserError(f"--train-seconds must be at least 0 (got {args.train_seconds})")
     if args.checkpoint_dir is not None and args.checkpoint_dir.is_file():
@@ -349,6 +362,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "batch_size": args.batch_size,
         "lr": args.lr,
         "lr_decay": args.lr_decay,
+        "aux_k": args.aux_k,
+        "aux_k_coeff": args.aux_k_coeff,
+        "saelens_recipe": args.saelens_recipe,
         "eval_samples": args.eval_samples,
         "rows": [],
     }

@@ -408,6 +408,8 @@ BAD_BENCHMARKS = [
     (["--world", SMALL, "--cuda-graph"], "--cuda-graph needs --device cuda"),
     (["--world", SMALL, "--readouts", "median"], "unknown --readouts"),
     (["--world", SMALL, "--saelens-recipe", "fast"], "invalid choice"),
+    (["--world", SMALL, "--aux-k", "5000"], "--aux-k must be between 0 and --width"),
+    (["--world", SMALL, "--aux-k-coeff", "-1"], "--aux-k-coeff must be at least 0"),
 ]
 
 
