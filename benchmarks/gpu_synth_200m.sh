@@ -12,6 +12,8 @@
 # scored under every readout. Then it trains on the published world until ${CALL_S:-540} s from
 # its start, leaving a checkpoint under benchmarks/out/ckpt (kept only while the machine stays
 # warm: call `resume` at once). `resume` finishes the run and scores it under every readout.
+# TUNE_ARCH/TUNE_ARGS and MAIN_ARCH/MAIN_ARGS change what is tuned and what is run (e.g.
+# MAIN_ARCH=matryoshka-batchtopk MAIN_ARGS="--aux-k 512"); give `resume` the same MAIN_* values.
 set -uo pipefail
 began=$(date +%s)
 SITE=${SITE:-/tmp/synth-site}
@@ -38,15 +40,16 @@ print("--tf32" if tf32 >= 1.1 * eager else "")
 PY
   echo "TF32 choice: '$(cat "$STATE/tf32")'"
   # shellcheck disable=SC2046
-  bench --world "${TUNE_WORLD:-synthsaebench-16k-seed43}" --arch matryoshka matryoshka-batchtopk --l0 25 \
+  bench --world "${TUNE_WORLD:-synthsaebench-16k-seed43}" --arch ${TUNE_ARCH:-matryoshka matryoshka-batchtopk} --l0 25 \
     --budget-samples "${TUNE_SAMPLES:-15000000}" --lr-decay 0.2 --readouts trained global latent \
-    --latent-report --stats-samples 20000 --out "$OUT/tune" $(cat "$STATE/tf32")
+    --latent-report --stats-samples 20000 --out "$OUT/tune" $(cat "$STATE/tf32") ${TUNE_ARGS:-}
 fi
 left=$((${CALL_S:-540} - ($(date +%s) - began) - 40))
 left=$((left > 1 ? left : 1))
 echo "training the published world for at most ${left}s"
 # shellcheck disable=SC2046
-bench --world "${MAIN_WORLD:-synthsaebench-16k}" --arch matryoshka --l0 25 --budget-samples "${MAIN_SAMPLES:-200000000}" \
-  --lr-decay 0.2 --train-seconds "$left" --checkpoint-dir "$STATE/ckpt" \
-  --readouts trained global latent --latent-report --out "$OUT/main" $(cat "$STATE/tf32")
+bench --world "${MAIN_WORLD:-synthsaebench-16k}" --arch ${MAIN_ARCH:-matryoshka} --l0 25 \
+  --budget-samples "${MAIN_SAMPLES:-200000000}" --lr-decay 0.2 --train-seconds "$left" --checkpoint-dir "$STATE/ckpt" \
+  --readouts trained global latent --latent-report --out "$OUT/main" $(cat "$STATE/tf32") \
+  ${MAIN_ARGS:-}
 ls -la "$STATE/ckpt" 2>/dev/null
