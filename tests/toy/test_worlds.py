@@ -423,3 +423,12 @@ def test_benchmark_bad_input_is_one_line_exit_2_and_writes_nothing(
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and needle in err and "Traceback" not in err
     assert not out.exists()
+
+
+def test_the_learning_curve_is_drawn_from_the_recorded_runs(tmp_path):
+    curve = load_benchmark("synth_learning_curve")
+    matryoshka = curve.points("matryoshka (ours)")
+    assert matryoshka[0][0] == 5e6 and matryoshka[-1][0] == pytest.approx(2e8, rel=1e-4)
+    assert matryoshka[-1][1] == pytest.approx(0.813, abs=5e-4)  # F1 of the 200M run
+    assert curve.main(["--out", str(tmp_path / "curve.png")]) == 0
+    assert (tmp_path / "curve.png").stat().st_size > 1000
