@@ -16,6 +16,7 @@
 # MAIN_ARCH=matryoshka-batchtopk MAIN_ARGS="--aux-k 512"); give `resume` the same MAIN_* values.
 set -uo pipefail
 began=$(date +%s)
+OUT=${OUT:?set OUT to the folder for results}
 SITE=${SITE:-/tmp/synth-site}
 PY=${PYTHON:-python3}
 PYTHONPATH=$SITE "$PY" -c "import sae_lens" 2>/dev/null ||
@@ -43,6 +44,9 @@ PY
   bench --world "${TUNE_WORLD:-synthsaebench-16k-seed43}" --arch ${TUNE_ARCH:-matryoshka matryoshka-batchtopk} --l0 25 \
     --budget-samples "${TUNE_SAMPLES:-15000000}" --lr-decay 0.2 --readouts trained global latent \
     --latent-report --stats-samples 20000 --out "$OUT/tune" $(cat "$STATE/tf32") ${TUNE_ARGS:-}
+elif [ ! -d "$STATE/ckpt" ]; then
+  echo "no checkpoint under $STATE/ckpt: the machine was given back; start again with PHASE=first" >&2
+  exit 1
 fi
 left=$((${CALL_S:-540} - ($(date +%s) - began) - 40))
 left=$((left > 1 ? left : 1))

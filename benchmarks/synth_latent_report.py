@@ -67,6 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("latents", type=Path, help="latents.json from synth_sae_bench.py")
     parser.add_argument("--only", nargs="+", help="these report names only")
     parser.add_argument("--plot", type=Path, help="write the activation histograms here (PNG)")
+    parser.add_argument(
+        "--json", type=Path, help="write the summaries here, with the histograms' counts"
+    )
     args = parser.parse_args(argv)
     try:
         reports = json.loads(args.latents.read_text())
@@ -88,6 +91,23 @@ def main(argv: list[str] | None = None) -> int:
             print(f"| {row['latents']} | {row['f1']:.3f} | {row['precision']:.3f} | "
                   f"{row['recall']:.3f} | {row['median_matched_firings']:.0f} | "
                   f"{row['median_act_tp']:.2f} | {row['median_act_fp']:.2f} |")  # fmt: skip
+    if args.json:
+        bins = np.linspace(0, 6, 61)
+        summaries = {
+            name: {
+                "by_quartile": summarise(report),
+                "histogram_bins": bins.tolist(),
+                "latents_by_mean_act_tp": np.histogram(
+                    np.asarray(report["mean_act_tp"])[np.asarray(report["tp"]) > 0], bins
+                )[0].tolist(),
+                "latents_by_mean_act_fp": np.histogram(
+                    np.asarray(report["mean_act_fp"])[np.asarray(report["fp"]) > 0], bins
+                )[0].tolist(),
+            }
+            for name, report in reports.items()
+        }
+        args.json.write_text(json.dumps(summaries, indent=1) + "\n")
+        print(f"wrote {args.json}")
     if args.plot:
         plot(reports, args.plot)
         print(f"\nwrote {args.plot}")

@@ -349,7 +349,12 @@ def device_name(device: str) -> str:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from pivotal_sae.runs import atomic_write_json
-    from pivotal_sae.toy.synthetic_eval import READOUT_ARCHS, latent_report, score_on_world
+    from pivotal_sae.toy.synthetic_eval import (
+        READOUT_ARCHS,
+        latent_report,
+        score_on_world,
+        scoring_view,
+    )
     from pivotal_sae.toy.worlds import load_world, world_statistics
 
     began = time.perf_counter()
@@ -421,20 +426,34 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             row = {"arch": label, "l0_target": k, **trained, **scores, "train_s": train_s}
             row["eval_s"] = time.perf_counter() - scored_at
             results["rows"].append(row)
-            extra = [r for r in args.readouts if r != "trained"] if arch in READOUT_ARCHS else []
-            for readout in extra:
-                read = score_on_world(sae, world, samples=args.eval_samples, readout=readout)
-                results["rows"].append({**row, **read, "arch": f"{label}+{readout}"})
-                print(f"{label}+{readout} L0 {k}: F1 {read['f1']:.3f} (P {read['precision']:.3f}"
-                      f" R {read['recall']:.3f}) MCC {read['mcc']:.3f} L0 {read['l0']:.1f} gap "
-                      f"{read['absorption_gap']:.3f}", flush=True)  # fmt: skip
-            if args.latent_report and arch in READOUT_ARCHS:
-                for readout in ["trained", *extra]:
-                    report = latent_report(sae, world, samples=args.eval_samples, readout=readout)
-                    reports[f"{label}-l0{k}+{readout}"] = report
-                atomic_write_json(args.out / "latents.json", reports)
-            last_seconds = time.perf_counter() - arch_began
             write_results(args.out, results)
+            readouts = list(dict.fromkeys(["trained", *args.readouts]))
+            for readout in readouts if arch in READOUT_ARCHS else []:
+                if readout == "trained" and not args.latent_report:
+                    continue
+                try:  # one calibration serves the row and the report
+                    read_at = time.perf_counter()
+                    view = scoring_view(sae, world, readout)
+                    if readout != "trained":
+                        read = score_on_world(sae, world, samples=args.eval_samples, view=view)
+                        read["eval_s"] = time.perf_counter() - read_at
+                        results["rows"].append({**row, **read, "arch": f"{label}+{readout}"})
+                        print(f"{label}+{readout} L0 {k}: F1 {read['f1']:.3f} (P "
+                              f"{read['precision']:.3f} R {read['recall']:.3f}) MCC "
+                              f"{read['mcc']:.3f} L0 {read['l0']:.1f} gap "
+                              f"{read['absorption_gap']:.3f}", flush=True)  # fmt: skip
+                    if args.latent_report:
+                        reports[f"{label}-l0{k}+{readout}"] = latent_report(
+                            sae, world, samples=args.eval_samples, view=view
+                        )
+                        atomic_write_json(args.out / "latents.json", reports)
+                except Exception as exc:  # a readout's failure must not cost the next rows
+                    traceback.print_exc()
+                    results["rows"].append(
+                        {"arch": f"{label}+{readout}", "l0_target": k, "error": repr(exc)}
+                    )
+                write_results(args.out, results)
+            last_seconds = time.perf_counter() - arch_began
             reference = PUBLISHED_SCORES.get((arch, k))
             note = (
                 f" (published F1/MCC at 200M: {reference[0]}/{reference[1]})" if reference else ""

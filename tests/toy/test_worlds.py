@@ -130,7 +130,7 @@ def test_a_stopped_run_resumes_from_its_checkpoint_to_the_same_sae(
     checkpoint = tmp_path / "run.pt"
     kwargs = dict(
         samples=32 * 23, batch_size=32, lr=3e-3, seed=4, lr_decay=0.6, chunk_bytes=3 * 4 * 32 * 512,
-        aux_k=aux_k, dead_share=0.9,
+        aux_k=aux_k, dead_share=1.0,
     )  # fmt: skip
     trained = []
     for stops in (False, True):
@@ -145,8 +145,11 @@ def test_a_stopped_run_resumes_from_its_checkpoint_to_the_same_sae(
             if out["samples"] == 32 * 23:
                 break
             assert checkpoint.exists() and out["samples"] == 32 * 3 * calls
+            if aux_k and calls == 4:  # the aux-k loss has dead latents to work on
+                rates = torch.load(checkpoint, weights_only=True)["dead_tracker"]["latent"]
+                assert (rates < 3 / 16).any()  # below the fair rate: dead at share 1
         assert calls == (8 if stops else 1) and not checkpoint.exists()
-        trained.append(dict(sae.named_parameters()))
+        trained.append(sae.state_dict())  # buffers too: BatchTopK's threshold
     for name, straight in trained[0].items():
         torch.testing.assert_close(trained[1][name], straight, rtol=0, atol=0)
 
@@ -371,7 +374,10 @@ def test_benchmark_writes_a_table_for_ours_and_saelens(tmp_path, small_world, ca
     assert len(reports["batchtopk-l05+latent"]["tp"]) == 64
     summary = load_benchmark("synth_latent_report")
     assert "world statistics" in capsys.readouterr().out
-    assert summary.main([str(out / "latents.json"), "--plot", str(tmp_path / "acts.png")]) == 0
+    written = [str(out / "latents.json"), "--plot", str(tmp_path / "acts.png")]
+    assert summary.main([*written, "--json", str(tmp_path / "summary.json")]) == 0
+    saved = json.loads((tmp_path / "summary.json").read_text())["batchtopk-l05+trained"]
+    assert sum(saved["latents_by_mean_act_tp"]) <= 64 and len(saved["by_quartile"]) == 5
     printed = capsys.readouterr().out
     # The summary's "all" F1 is the mean per-latent F1 of the report's own counts.
     report = reports["batchtopk-l05+trained"]

@@ -7,8 +7,8 @@ the row. The thresholds are calibrated on fresh draws from the world, using noth
 ground truth, so that the mean L0 stays the SAE's k:
 
 - `global`: one threshold for all latents (the inference BatchTopK SAEs use).
-- `latent`: one per latent, in proportion to that latent's mean activation where the trained
-  selection keeps it, so a latent whose activations run small is not held to the others'.
+- `latent`: one per latent, in proportion to that latent's mean activation where a per-row TopK
+  (k) keeps it, so a latent whose activations run small is not held to the others'.
 - `trained`: the SAE as trained (no calibration).
 """
 
@@ -64,11 +64,11 @@ def calibrate_thresholds(
         pre_BE = torch.addmm(sae.b_enc, x_BM, sae.W_enc).relu_()
         pre_chunks.append(pre_BE)
         values_BK, indices_BK = pre_BE.topk(sae.k, dim=-1)
-        sums_E = torch.zeros(sae.d_sae, device=pre_BE.device).index_add_(
+        sums_E = values_BK.new_zeros(sae.d_sae).index_add_(
             0, indices_BK.flatten(), values_BK.flatten()
         )
-        counts_E = torch.zeros(sae.d_sae, device=pre_BE.device).index_add_(
-            0, indices_BK.flatten(), (values_BK > 0).flatten().float()
+        counts_E = values_BK.new_zeros(sae.d_sae).index_add_(
+            0, indices_BK.flatten(), (values_BK > 0).flatten().to(values_BK.dtype)
         )
         kept_sum_E = sums_E if kept_sum_E is None else kept_sum_E + sums_E
         kept_count_E = counts_E if kept_count_E is None else kept_count_E + counts_E

@@ -127,6 +127,7 @@ def train_on_world(
     It reads the dead count back to the host every step, so it trains without the CUDA graph."""
     from pivotal_sae.toy.revival import DeadLatentTracker, aux_k_loss
 
+    sae.train()  # scoring leaves it in eval mode, where BatchTopK selects by its threshold
     torch.manual_seed(seed)
     with torch.no_grad():
         sae.b_dec.copy_(world.sample(min(4096, samples or 1)).mean(0))
@@ -317,20 +318,34 @@ def absorption_gap(
 READOUT_ARCHS = ("topk", "batchtopk", "matryoshka", "matryoshka-batchtopk")
 
 
-def score_on_world(
-    sae: nn.Module, world: SyntheticModel, samples: int = 50_000, readout: str = "trained"
-) -> dict[str, Any]:
-    """SAELens's synthetic evaluation plus the absorption gap, as one flat dict. `readout`
-    (`toy/readout.py`) reads a flat TopK-family SAE out with calibrated thresholds instead."""
-    from sae_lens.synthetic import eval_sae_on_synthetic_data
-
+def scoring_view(sae: nn.Module, world: SyntheticModel, readout: str = "trained") -> Any:
+    """The flat dictionary the scores read, in eval mode: the SAE as trained, or a flat
+    TopK-family SAE with thresholds calibrated for `readout` (`toy/readout.py`)."""
     from pivotal_sae.toy.readout import readout_view
 
+    sae.eval()
     view: Any = FlatView(sae) if isinstance(sae, TopKSae) else sae
     if readout != "trained":
         if not isinstance(sae, TopKSae) or type(sae).architecture not in READOUT_ARCHS:
             raise ValueError(f"readout {readout!r} needs one of {', '.join(READOUT_ARCHS)}")
         view = readout_view(sae, world, readout)
+    return view
+
+
+def score_on_world(
+    sae: nn.Module,
+    world: SyntheticModel,
+    samples: int = 50_000,
+    readout: str = "trained",
+    view: Any = None,
+) -> dict[str, Any]:
+    """SAELens's synthetic evaluation plus the absorption gap, as one flat dict. `readout`
+    (`toy/readout.py`) reads a flat TopK-family SAE out with calibrated thresholds instead;
+    `view` (from `scoring_view`) reuses a calibration."""
+    from sae_lens.synthetic import eval_sae_on_synthetic_data
+
+    if view is None:
+        view = scoring_view(sae, world, readout)
     with torch.no_grad():
         result = eval_sae_on_synthetic_data(
             view,
@@ -357,16 +372,18 @@ def score_on_world(
 
 @torch.no_grad()
 def latent_report(
-    sae: nn.Module, world: SyntheticModel, samples: int = 50_000, readout: str = "trained"
+    sae: nn.Module,
+    world: SyntheticModel,
+    samples: int = 50_000,
+    readout: str = "trained",
+    view: Any = None,
 ) -> dict[str, list[float]]:
     """Per latent, as SAELens's F1 sees it: the best-matching feature (decoder cosine), that
-    feature's firing probability, true and false positives and false negatives over `samples`
-    fresh rows, and the latent's mean activation on its true and on its false positives."""
-    from pivotal_sae.toy.readout import readout_view
-
-    view: Any = FlatView(sae) if isinstance(sae, TopKSae) else sae
-    if readout != "trained" and isinstance(sae, TopKSae):
-        view = readout_view(sae, world, readout)
+    feature's base firing probability (before the hierarchy gates it), true and false positives
+    and false negatives over `samples` fresh rows, and the latent's mean activation on its true
+    and on its false positives. `view` (from `scoring_view`) reuses a calibration."""
+    if view is None:
+        view = scoring_view(sae, world, readout)
     gt_FM = world.feature_dict.feature_vectors
     decoder_LM = view.W_dec.to(gt_FM.device)
     cosine_LF = F.normalize(decoder_LM, dim=1) @ F.normalize(gt_FM, dim=1).T
