@@ -14,6 +14,7 @@
 # warm: call `resume` at once). `resume` finishes the run and scores it under every readout.
 # TUNE_ARCH/TUNE_ARGS and MAIN_ARCH/MAIN_ARGS change what is tuned and what is run (e.g.
 # MAIN_ARCH=matryoshka-batchtopk MAIN_ARGS="--aux-k 512"); give `resume` the same MAIN_* values.
+# SAELENS_PROBE_SAMPLES=n (first phase) also times SAELens's BatchTopK as published beside ours.
 set -uo pipefail
 began=$(date +%s)
 OUT=${OUT:?set OUT to the folder for results}
@@ -40,6 +41,12 @@ tf32 = rows.get("train_on_world (matryoshka, TF32)", 0)
 print("--tf32" if tf32 >= 1.1 * eager else "")
 PY
   echo "TF32 choice: '$(cat "$STATE/tf32")'"
+  if [ "${SAELENS_PROBE_SAMPLES:-0}" -gt 0 ]; then
+    # SAELens's BatchTopK as published (bfloat16 autocast) beside ours, same world and samples.
+    bench --world "${TUNE_WORLD:-synthsaebench-16k-seed43}" --arch saelens-batchtopk batchtopk \
+      --l0 25 --budget-samples "$SAELENS_PROBE_SAMPLES" --stats-samples 2000 \
+      --eval-samples 20000 --out "$OUT/speed"
+  fi
   # shellcheck disable=SC2046
   bench --world "${TUNE_WORLD:-synthsaebench-16k-seed43}" --arch ${TUNE_ARCH:-matryoshka matryoshka-batchtopk} --l0 25 \
     --budget-samples "${TUNE_SAMPLES:-15000000}" --lr-decay 0.2 --readouts trained global latent \
@@ -57,3 +64,5 @@ bench --world "${MAIN_WORLD:-synthsaebench-16k}" --arch ${MAIN_ARCH:-matryoshka}
   --readouts trained global latent --latent-report --out "$OUT/main" $(cat "$STATE/tf32") \
   ${MAIN_ARGS:-}
 ls -la "$STATE/ckpt" 2>/dev/null
+# At most 8 files come back from a device call: the tables are in the log and results.json.
+rm -f "$OUT"/*/results.md
