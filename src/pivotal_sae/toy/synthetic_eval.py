@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -258,6 +259,18 @@ def capture_step(
     return graph, static_x_BM, static_loss
 
 
+def dense_draws(
+    world: SyntheticModel, samples: int, chunk: int = 5_000
+) -> Iterator[tuple[Tensor, Tensor]]:
+    """`samples` fresh rows of `world` in draws of at most `chunk`: (hidden, dense feature
+    activations) per draw."""
+    for start in range(0, samples, chunk):
+        hidden_BM, feature_acts_BF = world.sample_with_features(min(chunk, samples - start))
+        if feature_acts_BF.is_sparse:
+            feature_acts_BF = feature_acts_BF.to_dense()
+        yield hidden_BM, feature_acts_BF
+
+
 @torch.no_grad()
 def absorption_gap(
     sae: FlatDictionary, world: SyntheticModel, samples: int = 50_000, min_rows: int = 20
@@ -284,12 +297,7 @@ def absorption_gap(
     best_latent_P = cosine_FL[parents_P].argmax(dim=1)
     # with child, silent with child, alone, silent alone
     counts = torch.zeros(4, len(parents), device=device)
-    rows = 0
-    while rows < samples:
-        n = min(5_000, samples - rows)
-        hidden_BM, feature_acts_BF = world.sample_with_features(n)
-        if feature_acts_BF.is_sparse:
-            feature_acts_BF = feature_acts_BF.to_dense()
+    for hidden_BM, feature_acts_BF in dense_draws(world, samples):
         active_BF = feature_acts_BF != 0
         silent_BP = sae.encode(hidden_BM)[:, best_latent_P.to(hidden_BM.device)].to(device) == 0
         parent_on_BP = active_BF[:, parents_P]
@@ -300,7 +308,6 @@ def absorption_gap(
         counts[1] += (with_child_BP & silent_BP).sum(0)
         counts[2] += alone_BP.sum(0)
         counts[3] += (alone_BP & silent_BP).sum(0)
-        rows += n
     scored = (counts[0] >= min_rows) & (counts[2] >= min_rows)
     if not scored.any():
         return {"absorption_gap": float("nan"), "parents_scored": 0.0}
@@ -389,12 +396,7 @@ def latent_report(
     cosine_LF = F.normalize(decoder_LM, dim=1) @ F.normalize(gt_FM, dim=1).T
     best_cos_L, match_L = cosine_LF.abs().max(dim=1)
     stats = torch.zeros(5, decoder_LM.shape[0], device=gt_FM.device)  # tp fp fn act_tp act_fp
-    rows = 0
-    while rows < samples:
-        n = min(5_000, samples - rows)
-        hidden_BM, feature_acts_BF = world.sample_with_features(n)
-        if feature_acts_BF.is_sparse:
-            feature_acts_BF = feature_acts_BF.to_dense()
+    for hidden_BM, feature_acts_BF in dense_draws(world, samples):
         acts_BL = view.encode(hidden_BM).to(gt_FM.device)
         fires_BL = acts_BL != 0
         truth_BL = feature_acts_BF[:, match_L] > 0
@@ -403,7 +405,6 @@ def latent_report(
         stats[2] += (~fires_BL & truth_BL).sum(0)
         stats[3] += torch.where(fires_BL & truth_BL, acts_BL, 0).sum(0)
         stats[4] += torch.where(fires_BL & ~truth_BL, acts_BL, 0).sum(0)
-        rows += n
     probability_F = world.activation_generator.firing_probabilities.to(gt_FM.device)
     return {
         "match": match_L.tolist(),
