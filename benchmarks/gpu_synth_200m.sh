@@ -18,12 +18,8 @@
 set -uo pipefail
 began=$(date +%s)
 OUT=${OUT:?set OUT to the folder for results}
-SITE=${SITE:-/tmp/synth-site}
-PY=${PYTHON:-python3}
-PYTHONPATH=$SITE "$PY" -c "import sae_lens" 2>/dev/null ||
-  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$SITE" wheels/*.whl
-export PYTHONPATH=src:$SITE PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 WANDB_MODE=disabled TQDM_DISABLE=1
-export PIVOTAL_SAE_CACHE=${PIVOTAL_SAE_CACHE:-/tmp/pivotal-sae-cache}
+# shellcheck source=benchmarks/synth_device_env.sh
+. benchmarks/synth_device_env.sh
 STATE=benchmarks/out/synth200m
 mkdir -p "$STATE"
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null | tee "$OUT/gpu.txt"

@@ -10,16 +10,7 @@
 set -euo pipefail
 OUT=${OUT:-benchmarks/out/synth}
 mkdir -p "$OUT"
-PY=${PYTHON:-python3}
-SITE=${SITE:-/tmp/synth-site}
-if ! PYTHONPATH=$SITE "$PY" -c "import sae_lens" 2>/dev/null; then
-  started=$(date +%s)
-  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target "$SITE" wheels/*.whl
-  echo "wheels installed in $(($(date +%s) - started))s"
-fi
-export PYTHONPATH=src:$SITE${PYTHONPATH:+:$PYTHONPATH}
-export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 WANDB_MODE=disabled TQDM_DISABLE=1
-export PIVOTAL_SAE_CACHE=${PIVOTAL_SAE_CACHE:-/tmp/pivotal-sae-cache}
+# shellcheck source=benchmarks/synth_device_env.sh
+. benchmarks/synth_device_env.sh
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null | tee "$OUT/gpu.txt" || true
 "$PY" benchmarks/synth_sae_bench.py --out "$OUT" "$@" 2>&1 | tee "$OUT/log.txt"

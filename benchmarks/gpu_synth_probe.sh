@@ -4,12 +4,8 @@
 # samples as ${SECS:-380} s of training hold at the measured rate (at most 200M, the published
 # budget; BUDGET=n sets it, RUN_ARCH="a b" trains others). `wheels/` carried. Results under $OUT.
 set -uo pipefail
-SITE=${SITE:-/tmp/synth-site}
-PY=${PYTHON:-python3}
-PYTHONPATH=$SITE "$PY" -c "import sae_lens" 2>/dev/null ||
-  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$SITE" wheels/*.whl
-export PYTHONPATH=src:$SITE PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 WANDB_MODE=disabled TQDM_DISABLE=1
-export PIVOTAL_SAE_CACHE=${PIVOTAL_SAE_CACHE:-/tmp/pivotal-sae-cache}
+# shellcheck source=benchmarks/synth_device_env.sh
+. benchmarks/synth_device_env.sh
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
 "$PY" benchmarks/synth_throughput.py --out "$OUT" --chunks 16 --samples 1000000 \
   --arch ${PROBE_ARCH:-matryoshka} 2>&1 | grep -v Orthogonal | tee "$OUT/thr.log"
