@@ -79,7 +79,7 @@ def calibrate_thresholds(
     else:
         # A latent the selection never kept has no scale: it stays silent.
         scale_E = torch.where(kept_count_E > 0, kept_sum_E / kept_count_E.clamp_min(1), torch.inf)
-    ratios = (pre_NE / scale_E).flatten()
+    ratios = (pre_NE if readout == "global" else pre_NE / scale_E).flatten()
     keep = min(sae.k * pre_NE.shape[0], ratios.numel())
     # The keep-th largest ratio: rows keep on average k latents at or above it.
     alpha = ratios.kthvalue(ratios.numel() - keep + 1).values
