@@ -15,6 +15,12 @@
 # TUNE_ARCH/TUNE_ARGS and MAIN_ARCH/MAIN_ARGS change what is tuned and what is run (e.g.
 # MAIN_ARCH=matryoshka-batchtopk MAIN_ARGS="--aux-k 512"); give `resume` the same MAIN_* values.
 # SAELENS_PROBE_SAMPLES=n (first phase) also times SAELens's BatchTopK as published beside ours.
+# PROBE=0 skips the TF32 probe (TF32 stays off). TUNE_RUNS="arch args;arch args;..." tunes each
+# entry in its own run instead of TUNE_ARCH/TUNE_ARGS (results in $OUT/tune0, tune1, ...; an
+# entry may be a SAELens reference). MAIN_FROM_TUNE=1 then trains, on the published world, the
+# entry of ours with the best F1 on the tuning world, for MAIN_TRAIN_S seconds at the rate it
+# trained there (rounded down to 10M samples, at most MAIN_SAMPLES); the choice is kept in
+# benchmarks/out/synth200m/main for `resume`.
 set -uo pipefail
 began=$(date +%s)
 OUT=${OUT:?set OUT to the folder for results}
@@ -26,7 +32,9 @@ nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null | tee
 # A CPU dry run: TUNE_WORLD/MAIN_WORLD=synthsaebench-small, EXTRA="--device cpu --width 64 ..."
 # shellcheck disable=SC2086
 bench() { "$PY" benchmarks/synth_sae_bench.py "$@" ${EXTRA:-} 2>&1 | grep -v Orthogonal; }
-if [ "${PHASE:-first}" = first ]; then
+if [ "${PHASE:-first}" = first ] && [ "${PROBE:-1}" = 0 ]; then
+  : >"$STATE/tf32"
+elif [ "${PHASE:-first}" = first ]; then
   "$PY" benchmarks/synth_throughput.py --out "$OUT" --chunks 16 --samples "${THR_SAMPLES:-1000000}" \
     --arch matryoshka --world "${MAIN_WORLD:-synthsaebench-16k}" 2>&1 | grep -v Orthogonal
   "$PY" - "$OUT/throughput.json" >"$STATE/tf32" <<'PY'
@@ -37,19 +45,55 @@ tf32 = rows.get("train_on_world (matryoshka, TF32)", 0)
 print("--tf32" if tf32 >= 1.1 * eager else "")
 PY
   echo "TF32 choice: '$(cat "$STATE/tf32")'"
+fi
+if [ "${PHASE:-first}" = first ]; then
   if [ "${SAELENS_PROBE_SAMPLES:-0}" -gt 0 ]; then
     # SAELens's BatchTopK as published (bfloat16 autocast) beside ours, same world and samples.
     bench --world "${TUNE_WORLD:-synthsaebench-16k-seed43}" --arch saelens-batchtopk batchtopk \
       --l0 25 --budget-samples "$SAELENS_PROBE_SAMPLES" --stats-samples 2000 \
       --eval-samples 20000 --out "$OUT/speed"
   fi
-  # shellcheck disable=SC2046
-  bench --world "${TUNE_WORLD:-synthsaebench-16k-seed43}" --arch ${TUNE_ARCH:-matryoshka matryoshka-batchtopk} --l0 25 \
-    --budget-samples "${TUNE_SAMPLES:-15000000}" --lr-decay 0.2 --readouts trained global latent \
-    --latent-report --stats-samples 20000 --out "$OUT/tune" $(cat "$STATE/tf32") ${TUNE_ARGS:-}
+  tune() {  # tune <out> <arch...> [args...]: one tuning run on the tuning world
+    local out=$1; shift
+    # shellcheck disable=SC2046
+    bench --world "${TUNE_WORLD:-synthsaebench-16k-seed43}" --l0 25 \
+      --budget-samples "${TUNE_SAMPLES:-15000000}" --lr-decay 0.2 --readouts trained global latent \
+      --stats-samples 20000 --out "$out" $(cat "$STATE/tf32") --arch "$@"
+  }
+  IFS=';' read -ra runs <<<"${TUNE_RUNS:-}"
+  [ ${#runs[@]} -gt 0 ] || runs=("${TUNE_ARCH:-matryoshka matryoshka-batchtopk} ${TUNE_ARGS:-}")
+  for i in "${!runs[@]}"; do
+    echo "tuning run $i: ${runs[$i]}"
+    # shellcheck disable=SC2086
+    tune "$OUT/tune$i" ${runs[$i]}
+  done
+  rm -f "$STATE/main"
+  if [ "${MAIN_FROM_TUNE:-0}" = 1 ]; then
+    "$PY" - "$OUT" "${MAIN_TRAIN_S:?}" "${MAIN_SAMPLES:-200000000}" "${runs[@]}" >"$STATE/main" <<'PY'
+import json, sys
+from pathlib import Path
+out, train_s, most, runs = Path(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3]), sys.argv[4:]
+best = None
+for i, run in enumerate(runs):
+    path = out / f"tune{i}" / "results.json"
+    if run.split()[0].startswith("saelens") or not path.exists():
+        continue
+    for row in json.loads(path.read_text())["rows"]:
+        if "+" not in row["arch"] and "f1" in row and (best is None or row["f1"] > best[0]):
+            best = (row["f1"], row["samples_per_s"], row["arch"], " ".join(run.split()[1:]))
+f1, rate, arch, extra = best
+samples = min(most, max(10_000_000, int(rate * train_s) // 10_000_000 * 10_000_000))
+print(f"MAIN_ARCH='{arch}' MAIN_ARGS='{extra}' MAIN_SAMPLES={samples}")
+PY
+  fi
 elif [ ! -d "$STATE/ckpt" ]; then
   echo "no checkpoint under $STATE/ckpt: the machine was given back; start again with PHASE=first" >&2
   exit 1
+fi
+if [ -s "$STATE/main" ]; then
+  echo "chosen on the tuning world: $(cat "$STATE/main")"
+  # shellcheck disable=SC1091
+  . "$STATE/main"
 fi
 left=$((${CALL_S:-540} - ($(date +%s) - began) - 40))
 left=$((left > 1 ? left : 1))

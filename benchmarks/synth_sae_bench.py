@@ -91,6 +91,7 @@ def ours(arch: str, world: Any, args: argparse.Namespace, k: int) -> dict[str, A
             lr_decay=args.lr_decay, max_seconds=args.train_seconds or None,
             cuda_graph=args.cuda_graph, checkpoint=checkpoint,
             aux_k=args.aux_k, aux_k_coeff=args.aux_k_coeff,
+            normalize_decoder=args.normalize_decoder,
         )  # fmt: skip
     return {"sae": sae, **speed}
 
@@ -204,6 +205,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "src/pivotal_sae/toy/revival.py)",
     )
     parser.add_argument("--aux-k-coeff", type=float, default=1 / 32, help="ours: its weight")
+    parser.add_argument(
+        "--normalize-decoder",
+        action="store_true",
+        help="ours: decoder rows back to unit norm after every step (BatchTopK then ranks "
+        "latents on one scale, as SAELens's rescaling by decoder norms does)",
+    )
     parser.add_argument(
         "--cuda-graph",
         action="store_true",
@@ -369,6 +376,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "lr_decay": args.lr_decay,
         "aux_k": args.aux_k,
         "aux_k_coeff": args.aux_k_coeff,
+        "normalize_decoder": args.normalize_decoder,
         "saelens_recipe": args.saelens_recipe,
         "eval_samples": args.eval_samples,
         "rows": [],

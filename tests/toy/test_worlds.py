@@ -169,6 +169,20 @@ def test_the_aux_k_loss_revives_dead_latents_on_a_world(small_world):
     assert f1[1] > f1[0]
 
 
+@pytest.mark.parametrize("arch", ["matryoshka-batchtopk", "tree"])
+def test_normalize_decoder_keeps_every_decoder_row_at_unit_norm(small_world, arch):
+    sae = build_toy_sae(
+        arch, 64, 30, 4, parents=(-1,) * 26 + (0, 0, 1, 1) if arch == "tree" else None,
+        generator=torch.Generator().manual_seed(3),
+    )  # fmt: skip
+    with torch.no_grad():  # start off unit norm, so the first step's projection shows too
+        for rows in sae.decoder_rows().values():
+            rows.mul_(3.0)
+    train_on_world(sae, small_world, 32 * 5, 32, 3e-2, seed=2, normalize_decoder=True)
+    for rows in sae.decoder_rows().values():
+        torch.testing.assert_close(rows.norm(dim=-1), torch.ones(rows.shape[0]))
+
+
 def test_a_checkpoint_of_another_run_is_refused(small_world, tmp_path):
     checkpoint = tmp_path / "run.pt"
     kwargs = dict(samples=32 * 9, batch_size=32, seed=4, chunk_bytes=3 * 4 * 32 * 512)

@@ -104,6 +104,7 @@ def train_on_world(
     aux_k: int = 0,
     aux_k_coeff: float = 1 / 32,
     dead_share: float = 0.2,
+    normalize_decoder: bool = False,
 ) -> dict[str, float]:
     """Adam on the SAE's own reconstruction loss over fresh world batches; returns samples/s and
     the samples trained.
@@ -125,7 +126,12 @@ def train_on_world(
 
     `aux_k` > 0 adds the toy lab's auxiliary-k loss (`toy/revival.py`, weight `aux_k_coeff`):
     latents firing below `dead_share` of their fair rate reconstruct what the live ones leave.
-    It reads the dead count back to the host every step, so it trains without the CUDA graph."""
+    It reads the dead count back to the host every step, so it trains without the CUDA graph.
+
+    `normalize_decoder` rescales every decoder row to unit norm after each optimizer step, so a
+    latent's activation is the size of its contribution; a BatchTopK selection then compares
+    latents on one scale (SAELens gets the same by ranking pre-activations times decoder norms).
+    It trains without the CUDA graph."""
     from pivotal_sae.toy.revival import DeadLatentTracker, aux_k_loss
 
     sae.train()  # scoring leaves it in eval mode, where BatchTopK selects by its threshold
@@ -138,7 +144,11 @@ def train_on_world(
     if checkpoint is not None and checkpoint.exists():  # random states must stay on the CPU
         saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
     cuda_graph = (
-        cuda_graph and device.type == "cuda" and type(sae).architecture in GRAPH_SAFE and not aux_k
+        cuda_graph
+        and device.type == "cuda"
+        and type(sae).architecture in GRAPH_SAFE
+        and not aux_k
+        and not normalize_decoder
     )
     tracker = DeadLatentTracker(sae, dead_share) if aux_k else None
     # A capturable Adam reads its lr from a tensor, so a decay can change it between replays.
@@ -150,6 +160,9 @@ def train_on_world(
     }  # fmt: skip
     if aux_k:
         run.update(aux_k=aux_k, aux_k_coeff=aux_k_coeff, dead_share=dead_share)
+    if normalize_decoder:
+        run.update(normalize_decoder=True)
+        sae.normalize_decoder_()
     if saved is not None:
         if saved["run"] != run:
             raise ValueError(f"checkpoint {checkpoint} is of another run; delete it to start over")
@@ -178,6 +191,8 @@ def train_on_world(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if normalize_decoder:
+            sae.normalize_decoder_()
         return loss
 
     captured: tuple[torch.cuda.CUDAGraph, Tensor, Tensor] | None = None  # graph, input, loss
