@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from pivotal_sae.cli import main
 from pivotal_sae.saes.toy_io import build_toy_sae
@@ -331,13 +332,15 @@ def test_handcoded_tree_sae_recovers_a_tree_world():
 def test_cli_trains_on_a_world(tmp_path, small_world):
     out = tmp_path / "run"
     args = ["--world", SMALL, "--arch", "tree", "--tree-roots", "1", "--sae-hidden-dim", "64"]
-    args += ["--sae-k", "5"]
+    args += ["--sae-k", "5", "--normalize-decoder", "--aux-k", "4"]
     args += ["--max-step", "5", "--batch-size", "64", "--device", "cpu", "--no-plots"]
     assert main(["toy", "train", *args, "--out", str(out)]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["world"] == SMALL and 0 <= summary["mcc"] <= 1
     config = json.loads((out / "sae" / "cfg.json").read_text())
     assert config["architecture"] == "tree" and config["parents"].count(-1) == 64 - 20
+    W_dec = load_file(out / "sae" / "sae_weights.safetensors")["W_dec"]
+    torch.testing.assert_close(W_dec.norm(dim=-1), torch.ones(64))
 
 
 BAD_WORLDS = [

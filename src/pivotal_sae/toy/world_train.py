@@ -1,6 +1,7 @@
 """`pivotal-sae toy train --world <synthetic world>`: train on the world, score with SAELens.
 
-`max_step * batch_size` fresh samples, Adam at `lr`, then SAELens's synthetic evaluation and the
+`max_step * batch_size` fresh samples, Adam at `lr` (with `--aux-k` and `--normalize-decoder` as
+given), then SAELens's synthetic evaluation and the
 absorption gap (`toy/synthetic_eval.py`) written to summary.json with the SAE beside it.
 """
 
@@ -36,7 +37,15 @@ def train_world_run(config: ToyTrainConfig, run_dir: Path, device: torch.device)
     ).to(device)
     print(f"pivotal-sae toy train: writing {run_dir} (world {config.world})", flush=True)
     speed = train_on_world(
-        sae, world, config.max_step * config.batch_size, config.batch_size, config.lr, config.seed
+        sae,
+        world,
+        config.max_step * config.batch_size,
+        config.batch_size,
+        config.lr,
+        config.seed,
+        aux_k=config.aux_k or 0,
+        aux_k_coeff=config.aux_k_coeff,
+        normalize_decoder=bool(config.normalize_decoder),
     )
     summary = {"run_dir": str(run_dir), "world": config.world, "arch": config.arch, **speed}
     summary.update(score_on_world(sae, world, samples=EVAL_SAMPLES))
