@@ -20,7 +20,8 @@
 # entry may be a SAELens reference). MAIN_FROM_TUNE=1 then trains, on the published world, the
 # entry of ours with the best F1 on the tuning world, for MAIN_TRAIN_S seconds at the rate it
 # trained there (rounded down to 10M samples, at most MAIN_SAMPLES); the choice is kept in
-# benchmarks/out/synth200m/main for `resume`.
+# benchmarks/out/synth200m/main for `resume`; with MAIN_MIN_F1=x it trains none unless that F1
+# reaches x.
 set -uo pipefail
 began=$(date +%s)
 OUT=${OUT:?set OUT to the folder for results}
@@ -70,7 +71,7 @@ if [ "${PHASE:-first}" = first ]; then
   rm -f "$STATE/main"
   if [ "${MAIN_FROM_TUNE:-0}" = 1 ]; then
     "$PY" - "$OUT" "${MAIN_TRAIN_S:?}" "${MAIN_SAMPLES:-200000000}" "${runs[@]}" >"$STATE/main" <<'PY'
-import json, sys
+import json, os, sys
 from pathlib import Path
 out, train_s, most, runs = Path(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3]), sys.argv[4:]
 best = None
@@ -82,9 +83,16 @@ for i, run in enumerate(runs):
         if "+" not in row["arch"] and "f1" in row and (best is None or row["f1"] > best[0]):
             best = (row["f1"], row["samples_per_s"], row["arch"], " ".join(run.split()[1:]))
 f1, rate, arch, extra = best
+if f1 < float(os.environ.get("MAIN_MIN_F1", "0")):
+    sys.exit(0)  # no main run: nothing tuned beat the bar
 samples = min(most, max(10_000_000, int(rate * train_s) // 10_000_000 * 10_000_000))
 print(f"MAIN_ARCH='{arch}' MAIN_ARGS='{extra}' MAIN_SAMPLES={samples}")
 PY
+    if [ ! -s "$STATE/main" ]; then
+      echo "no tuned run of ours reached F1 ${MAIN_MIN_F1:-0}: no run on the published world"
+      rm -f "$OUT"/*/results.md
+      exit 0
+    fi
   fi
 elif [ ! -d "$STATE/ckpt" ]; then
   echo "no checkpoint under $STATE/ckpt: the machine was given back; start again with PHASE=first" >&2
