@@ -155,11 +155,11 @@ def _toy_truth_and_finders(config: Any, run_dir: Path, name: str, seed: int,
     result = sae(batch.x_BM)
     fires_BE = latent_firing(sae, result)
     acts_BE = scatter_dense(result.values_BK, result.indices_BK, sae.d_sae)
-    parent_latent_A = cosine_sims(features.parents_AM, sae.W_dec).argmax(-1)
-    child_latent_C = cosine_sims(features.children_CM, sae.W_dec).argmax(-1)
+    cos_AE = cosine_sims(features.parents_AM, sae.W_dec)
+    cos_CE = cosine_sims(features.children_CM, sae.W_dec)
+    parent_latent_A, child_latent_C = cos_AE.argmax(-1), cos_CE.argmax(-1)
     # How firmly the truth's matching holds: best against runner-up decoder cosine per feature.
-    cos_FE = torch.cat([cosine_sims(features.parents_AM, sae.W_dec),
-                        cosine_sims(features.children_CM, sae.W_dec)])  # fmt: skip
+    cos_FE = torch.cat([cos_AE, cos_CE])
     margin_F = cos_FE.topk(2, dim=-1).values.diff(dim=-1).neg().squeeze(-1)
     near_ties = float((margin_F < 0.02).float().mean())
     print(
