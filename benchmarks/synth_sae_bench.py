@@ -40,7 +40,7 @@ import torch
 
 from pivotal_sae.errors import UserError
 
-COLUMNS = ("f1", "mcc", "uniqueness", "explained_variance", "absorption_gap", "l0")
+COLUMNS: tuple[str, ...] = ("f1", "mcc", "uniqueness", "explained_variance", "absorption_gap", "l0")
 COLUMNS += ("dead_latents", "samples", "samples_per_s", "train_s", "eval_s")
 
 #: SynthSAEBench-16k as published (SAELens docs/synth_sae_bench.md): mean L0 of the world, and
@@ -140,6 +140,20 @@ def saelens(arch: str, world: Any, args: argparse.Namespace, k: int) -> dict[str
         run_final_eval=False,
         logger=LoggingConfig(log_to_wandb=False),
     )
+    if args.train_seconds or args.checkpoint_dir is not None:
+        # Stoppable and resumable: SAELens's trainer driven step by step, draws pooled.
+        from pivotal_sae.toy.saelens_reference import draws_per_batch_pool, train_saelens_reference
+
+        checkpoint = None
+        if args.checkpoint_dir is not None:
+            checkpoint = args.checkpoint_dir / f"{arch}-l0{k}-seed{args.seed}"
+        per_draw = draws_per_batch_pool(world, args.batch_size, args.budget_samples)
+        trained = train_saelens_reference(
+            cfg, world, args.seed, per_draw=per_draw, max_seconds=args.train_seconds or None,
+            checkpoint=checkpoint,
+        )  # fmt: skip
+        return {**trained, "loop": f"SAETrainer steps, {per_draw} batches per draw"}
+    torch.manual_seed(args.seed)
     start = time.perf_counter()
     result = SyntheticSAERunner(cfg, override_synthetic_model=world).run()
     seconds = time.perf_counter() - start
@@ -147,6 +161,7 @@ def saelens(arch: str, world: Any, args: argparse.Namespace, k: int) -> dict[str
         "sae": result.sae,
         "samples_per_s": args.budget_samples / seconds,
         "samples": args.budget_samples,
+        "loop": "SyntheticSAERunner.run",
     }
 
 
@@ -188,14 +203,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--train-seconds",
         type=float,
         default=0.0,
-        help="ours: stop training after this long; the row's samples column says how far (0: off)",
+        help="stop training after this long; the row's samples column says how far (0: off). "
+        "SAELens's references then train through SAELens's SAETrainer step by step with pooled "
+        "draws (src/pivotal_sae/toy/saelens_reference.py) instead of its runner",
     )
     parser.add_argument(
         "--checkpoint-dir",
         type=Path,
         default=None,
-        help="ours: a run stopped by --train-seconds saves its state here, and the same command "
-        "run again resumes it (one budget over several device calls)",
+        help="a run stopped by --train-seconds saves its state here, and the same command run "
+        "again resumes it (one budget over several device calls); SAELens's references too, "
+        "as --train-seconds says",
     )
     parser.add_argument(
         "--aux-k",

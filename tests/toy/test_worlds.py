@@ -417,6 +417,29 @@ def test_benchmark_writes_a_table_for_ours_and_saelens(tmp_path, small_world, ca
     assert "| saelens-batchtopk | 5 |" in table
 
 
+def test_benchmark_resumes_a_saelens_reference_across_calls(tmp_path, small_world):
+    """--train-seconds stops SAELens's BatchTopK after its first pooled draw; the same command
+    again resumes it from --checkpoint-dir, and the last call's row has the whole budget."""
+    ckpt = tmp_path / "ckpt"
+    args = ["--world", SMALL, "--budget-samples", "8192", "--width", "64", "--batch-size", "32"]
+    args += ["--l0", "5", "--arch", "saelens-batchtopk", "--device", "cpu", "--eval-samples"]
+    args += ["2000", "--stats-samples", "1000", "--train-seconds", "1e-6", "--checkpoint-dir"]
+    samples = []
+    for call in range(10):
+        out = tmp_path / f"call{call}"
+        assert load_benchmark().main([*args, str(ckpt), "--out", str(out)]) == 0
+        (row,) = json.loads((out / "results.json").read_text())["rows"]
+        samples.append(row["samples"])
+        assert row["loop"].startswith("SAETrainer steps") and math.isfinite(row["f1"])
+        if row["samples"] == 8192:
+            break
+    per_draw = samples[0] // 32
+    assert 1 < per_draw < 256 and samples == [
+        32 * per_draw * (i + 1) for i in range(len(samples) - 1)
+    ] + [8192]
+    assert not (ckpt / "saelens-batchtopk-l05-seed1").exists()
+
+
 BAD_BENCHMARKS = [
     (["--world", "atlantis"], "unknown --world"),
     (["--world", SMALL, "--arch", "resnet"], "unknown --arch"),
@@ -455,3 +478,72 @@ def test_the_learning_curve_is_drawn_from_the_recorded_runs(tmp_path):
     assert matryoshka[-1][1] == pytest.approx(0.813, abs=5e-4)  # F1 of the 200M run
     assert curve.main(["--out", str(tmp_path / "curve.png")]) == 0
     assert (tmp_path / "curve.png").stat().st_size > 1000
+
+
+def saelens_runner_config(world, arch: str, samples: int):
+    from sae_lens.config import LoggingConfig
+    from sae_lens.saes.batchtopk_sae import BatchTopKTrainingSAEConfig
+    from sae_lens.saes.matryoshka_batchtopk_sae import MatryoshkaBatchTopKTrainingSAEConfig
+    from sae_lens.synthetic.synthetic_sae_runner import SyntheticSAERunnerConfig
+
+    d_in = world.cfg.hidden_dim
+    sae_cfg = (
+        MatryoshkaBatchTopKTrainingSAEConfig(
+            d_in=d_in, d_sae=32, k=3, matryoshka_widths=[8, 16, 32], use_matryoshka_aux_loss=True
+        )
+        if arch == "matryoshka"
+        else BatchTopKTrainingSAEConfig(d_in=d_in, d_sae=32, k=3)
+    )
+    return SyntheticSAERunnerConfig(
+        synthetic_model=world.cfg, sae=sae_cfg, training_samples=samples, batch_size=16, lr=3e-3,
+        device="cpu", dead_feature_window=5, output_path=None, checkpoint_path=None,
+        run_final_eval=False, logger=LoggingConfig(log_to_wandb=False),
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("arch", ["batchtopk", "matryoshka"])
+def test_saelens_reference_trained_stepwise_is_the_runners_sae(small_world, arch):
+    """One draw per batch: the same SAE, bit for bit, as `SyntheticSAERunner.run()` trains
+    (a dead-feature window of 5 steps, so the aux losses work on dead latents too)."""
+    from sae_lens.synthetic.synthetic_sae_runner import SyntheticSAERunner
+
+    from pivotal_sae.toy.saelens_reference import train_saelens_reference
+
+    cfg = saelens_runner_config(small_world, arch, samples=16 * 40)
+    torch.manual_seed(5)
+    runner_sae = SyntheticSAERunner(cfg, override_synthetic_model=small_world).run().sae
+    out = train_saelens_reference(saelens_runner_config(small_world, arch, 16 * 40), small_world, 5)
+    assert out["samples"] == 16 * 40
+    for name, value in runner_sae.state_dict().items():
+        torch.testing.assert_close(out["sae"].state_dict()[name], value, rtol=0, atol=0)
+
+
+def test_saelens_reference_stopped_and_resumed_is_the_uninterrupted_sae(small_world, tmp_path):
+    """Pooled draws (4 batches each), stopped after every second draw and resumed from the
+    checkpoint: the same SAE as one uninterrupted run with the same pooling."""
+    from pivotal_sae.toy.saelens_reference import train_saelens_reference
+
+    samples, checkpoint = 16 * 30, tmp_path / "btk"
+    straight = train_saelens_reference(
+        saelens_runner_config(small_world, "matryoshka", samples), small_world, 7, per_draw=4
+    )["sae"]
+    calls = 0
+    while True:
+        out = train_saelens_reference(
+            saelens_runner_config(small_world, "matryoshka", samples), small_world, 7,
+            per_draw=4, checkpoint=checkpoint, stop_after_draws=2,
+        )  # fmt: skip
+        calls += 1
+        if out["samples"] == samples:
+            break
+        assert (checkpoint / "run.pt").exists() and out["samples"] == 16 * 8 * calls
+    assert calls == 4 and not checkpoint.exists()
+    for name, value in straight.state_dict().items():
+        torch.testing.assert_close(out["sae"].state_dict()[name], value, rtol=0, atol=0)
+    other = saelens_runner_config(small_world, "batchtopk", samples)
+    train_saelens_reference(other, small_world, 7, checkpoint=checkpoint, stop_after_draws=1)
+    with pytest.raises(ValueError, match="another run"):
+        train_saelens_reference(
+            saelens_runner_config(small_world, "matryoshka", samples), small_world, 7,
+            checkpoint=checkpoint,
+        )  # fmt: skip
