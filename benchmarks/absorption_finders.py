@@ -168,6 +168,12 @@ def _toy_truth_and_finders(config: Any, run_dir: Path, name: str, seed: int,
         f"{float(margin_F.median()):.3f})",
         file=sys.stderr,
     )
+    # Where true pairs can lie: each latent in the family (parent and children) of its nearest
+    # feature; printed below as the precision of listing every pair inside a family.
+    nearest_E = cos_FE.argmax(0)
+    n_parents = len(cos_AE)
+    family_E = torch.where(nearest_E < n_parents, nearest_E,
+                           (nearest_E - n_parents) // features.n_children)  # fmt: skip
     strength: dict[frozenset[int], float] = {}
     for c, child in enumerate(child_latent_C.tolist()):
         parent = int(parent_latent_A[c // features.n_children])
@@ -195,6 +201,16 @@ def _toy_truth_and_finders(config: Any, run_dir: Path, name: str, seed: int,
     finders = original_finders(effects, how_often, cooc.round().long(), len(batch.x_BM),
                                sae.W_dec.detach())  # fmt: skip
     finders[PARENT_KNOWN] = parent_known_ranking(sae.W_dec.detach(), parent_latent_A)
+    same_family = family_E[:, None] == family_E[None, :]
+    in_family = {frozenset(map(int, p)) for p in torch.nonzero(torch.triu(same_family, 1))}
+    for s in strengths:
+        truth = {k for k, v in strength.items() if v >= s}
+        print(
+            f"toy {name}, seed {seed}, absorption >= {s}: every pair inside a family "
+            f"(latents by their nearest feature's parent) lists {len(in_family)} pairs holding "
+            f"{len(in_family & truth)} of {len(truth)} true ones",
+            file=sys.stderr,
+        )
     return [
         (f"toy {name}, seed {seed}, absorption >= {s}",
          {k for k, v in strength.items() if v >= s}, finders)
