@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
 
@@ -85,6 +86,22 @@ def effect_pairs_loop(
             if cos >= cos_threshold:
                 found.append((cos, i, j))
     return sorted(found, key=lambda x: (-x[0], x[1], x[2]))
+
+
+def assert_same_ranking_up_to_ties(got, expected, tol: float) -> None:
+    """`got` and `expected` are (cosine, i, j) lists, best first: the same list, except that
+    pairs whose cosines differ by at most `tol` (float32 against float64 rounding) may swap
+    places, or swap in and out at the list's end."""
+    assert len(got) == len(expected)
+    reference = {(i, j): cosine for cosine, i, j in expected}
+    cut = expected[-1][0] if expected else 0.0
+    for (cosine, i, j), (expected_cosine, *_) in zip(got, expected, strict=True):
+        assert cosine == pytest.approx(expected_cosine, abs=tol)
+        assert cosine == pytest.approx(reference.get((i, j), cut), abs=tol)
+    assert len({(i, j) for _, i, j in got}) == len(got)
+    assert sum((i, j) not in reference for _, i, j in got) <= sum(
+        abs(c - cut) <= tol for c, *_ in expected
+    )
 
 
 def decoder_pairs_loop(W_dec_EM, cooccurrences_ee, top_n, cooc_threshold, min_firing):
