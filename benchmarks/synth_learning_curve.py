@@ -35,6 +35,9 @@ CURVES = {
         ("synth_bench_l0_25_5M_h100.json", "saelens-batchtopk"),
         ("synth_bench_saelens_batchtopk_40M_h100.json", "saelens-batchtopk"),
     ],
+    "SAELens BatchTopK (published recipe, bfloat16)": [
+        ("synth_bench_saelens_batchtopk_72M_h100.json", "saelens-batchtopk"),
+    ],
 }
 RESUMED = "synth_bench_matryoshka_200M_decay_h100.json"  # one run, scored at each of its stops
 
