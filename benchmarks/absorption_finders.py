@@ -203,19 +203,16 @@ def _toy_truth_and_finders(config: Any, run_dir: Path, name: str, seed: int,
     finders[PARENT_KNOWN] = parent_known_ranking(sae.W_dec.detach(), parent_latent_A)
     same_family = family_E[:, None] == family_E[None, :]
     in_family = {frozenset(map(int, p)) for p in torch.nonzero(torch.triu(same_family, 1))}
-    for s in strengths:
-        truth = {k for k, v in strength.items() if v >= s}
+    truths = {s: {k for k, v in strength.items() if v >= s} for s in strengths}
+    for s, truth in truths.items():
         print(
             f"toy {name}, seed {seed}, absorption >= {s}: every pair inside a family "
             f"(latents by their nearest feature's parent) lists {len(in_family)} pairs holding "
             f"{len(in_family & truth)} of {len(truth)} true ones",
             file=sys.stderr,
         )
-    return [
-        (f"toy {name}, seed {seed}, absorption >= {s}",
-         {k for k, v in strength.items() if v >= s}, finders)
-        for s in strengths
-    ]  # fmt: skip
+    return [(f"toy {name}, seed {seed}, absorption >= {s}", truth, finders)
+            for s, truth in truths.items()]  # fmt: skip
 
 
 #: Not a finder: it is told which latent is each parent's (the ground truth's own matching).
