@@ -37,6 +37,7 @@ CURVES = {
     ],
     "SAELens BatchTopK (published recipe, bfloat16)": [
         ("synth_bench_saelens_batchtopk_72M_h100.json", "saelens-batchtopk"),
+        ("synth_bench_saelens_batchtopk_176M_h100.json", "saelens-batchtopk"),  # two stops
     ],
 }
 RESUMED = "synth_bench_matryoshka_200M_decay_h100.json"  # one run, scored at each of its stops
