@@ -130,3 +130,36 @@ def test_token_conditioned_evidence_when_the_counts_kept_token_ids() -> None:
         assert pair.p_fewer_given_tokens == pytest.approx(
             float(poisson_cdf(torch.tensor([pair.cooccurrence]), torch.tensor([expected])))
         )
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_benchmark_nearest_first_against_a_loop(seed) -> None:
+    """benchmarks/absorption_finders.py's candidate reordering: pairs holding a latent's nearest
+    decoder neighbour first, each part keeping the list's order."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[2] / "benchmarks" / "absorption_finders.py"
+    spec = importlib.util.spec_from_file_location("absorption_finders", path)
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    g = torch.Generator().manual_seed(seed)
+    W_dec_EM = torch.randn(30, 8, generator=g, dtype=torch.float64)
+    ranked = [(i, j) for i in range(30) for j in range(i + 1, 30)]
+    ranked = [ranked[k] for k in torch.randperm(len(ranked), generator=g).tolist()]
+    nearest = []
+    for i in range(30):
+        best, best_cos = -1, -2.0
+        for j in range(30):
+            if j != i:
+                cos = float(torch.cosine_similarity(W_dec_EM[i], W_dec_EM[j], dim=0))
+                if cos > best_cos:
+                    best, best_cos = j, cos
+        nearest.append(best)
+    is_near = [nearest[a] == b or nearest[b] == a for a, b in ranked]
+    expected = [p for p, near in zip(ranked, is_near, strict=True) if near]
+    expected += [p for p, near in zip(ranked, is_near, strict=True) if not near]
+    got = bench.nearest_first(ranked, W_dec_EM)
+    assert got == expected
+    assert 0 < sum(is_near) < len(ranked)
