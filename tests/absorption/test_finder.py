@@ -136,14 +136,9 @@ def test_token_conditioned_evidence_when_the_counts_kept_token_ids() -> None:
 def test_benchmark_nearest_first_against_a_loop(seed) -> None:
     """benchmarks/absorption_finders.py's candidate reordering: pairs holding a latent's nearest
     decoder neighbour first, each part keeping the list's order."""
-    import importlib.util
-    from pathlib import Path
+    from benchmark_loader import load_benchmark
 
-    path = Path(__file__).parents[2] / "benchmarks" / "absorption_finders.py"
-    spec = importlib.util.spec_from_file_location("absorption_finders", path)
-    assert spec is not None and spec.loader is not None
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_benchmark("absorption_finders")
     g = torch.Generator().manual_seed(seed)
     W_dec_EM = torch.randn(30, 8, generator=g, dtype=torch.float64)
     ranked = [(i, j) for i in range(30) for j in range(i + 1, 30)]

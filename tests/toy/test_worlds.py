@@ -3,15 +3,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import os
 import tempfile
-from pathlib import Path
 
 import pytest
 import torch
+from benchmark_loader import load_benchmark
 from safetensors.torch import load_file
 
 from pivotal_sae.cli import main
@@ -364,15 +363,6 @@ def test_bad_world_is_one_line_exit_2_and_writes_nothing(
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and needle in err and "Traceback" not in err
     assert not out.exists() and list(tmp_path.iterdir()) == []
-
-
-def load_benchmark(name: str = "synth_sae_bench"):
-    path = Path(__file__).parents[2] / "benchmarks" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_benchmark_writes_a_table_for_ours_and_saelens(tmp_path, small_world, capsys):
