@@ -23,6 +23,11 @@ CURVES = {
         ("synth_bench_matryoshka_66M_h100.json", "matryoshka"),
         ("synth_bench_matryoshka_100M_decay_h100.json", "matryoshka"),
     ],
+    "matryoshka-batchtopk (ours)": [
+        ("synth_bench_l0_25_5M_h100.json", "matryoshka-batchtopk"),
+        # one run of 200M samples, three stops
+        ("synth_bench_matryoshka_batchtopk_200M_decay_h100.json", "matryoshka-batchtopk"),
+    ],
     "batchtopk (ours)": [
         ("synth_bench_l0_25_5M_h100.json", "batchtopk"),
         ("synth_bench_topk_batchtopk_40M_h100.json", "batchtopk"),
@@ -75,7 +80,14 @@ def main(argv: list[str] | None = None) -> int:
             for samples, *scores in curve:
                 print(f"{name:28s} {samples / 1e6:6.1f}M  {metric} {scores[column]:.3f}")
         for i, (name, published) in enumerate(PUBLISHED.items()):
-            ax.scatter([2e8], [published[column]], marker="*", s=140, color=f"C{5 + i}", label=name)
+            ax.scatter(
+                [2e8],
+                [published[column]],
+                marker="*",
+                s=140,
+                color=f"C{len(CURVES) + i}",
+                label=name,
+            )
         ax.axhline(GOAL[column], color="grey", linestyle="--", linewidth=1, label="goal")
         ax.set_xscale("log")
         ax.set_xlabel("training samples")

@@ -466,6 +466,11 @@ def test_the_learning_curve_is_drawn_from_the_recorded_runs(tmp_path):
     matryoshka = curve.points("matryoshka (ours)")
     assert matryoshka[0][0] == 5e6 and matryoshka[-1][0] == pytest.approx(2e8, rel=1e-4)
     assert matryoshka[-1][1] == pytest.approx(0.813, abs=5e-4)  # F1 of the 200M run
+    batchtopk_selection = curve.points("matryoshka-batchtopk (ours)")
+    assert [p[0] for p in batchtopk_selection] == pytest.approx(
+        [5e6, 89.3e6, 181.5e6, 2e8], rel=1e-3
+    )
+    assert batchtopk_selection[-1][1:] == pytest.approx((0.823, 0.787), abs=5e-4)
     assert curve.main(["--out", str(tmp_path / "curve.png")]) == 0
     assert (tmp_path / "curve.png").stat().st_size > 1000
 
