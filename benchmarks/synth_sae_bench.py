@@ -62,10 +62,11 @@ def bench_prefixes(width: int) -> tuple[int, ...]:
 
 def ours(arch: str, world: Any, args: argparse.Namespace, k: int) -> dict[str, Any]:
     from pivotal_sae.absorption.pairs import tf32_matmuls
-    from pivotal_sae.saes.toy_io import build_toy_sae
+    from pivotal_sae.saes.toy_io import FLAT_ARCHITECTURES, build_toy_sae
     from pivotal_sae.toy.synthetic_eval import train_on_world
 
     width, k_arch, parents = args.width, k, None
+    flat = arch in FLAT_ARCHITECTURES
     if arch == "hierarchical":
         width, k_arch = args.width // 5, math.ceil(k / 2)
     if arch == "tree":
@@ -79,6 +80,8 @@ def ours(arch: str, world: Any, args: argparse.Namespace, k: int) -> dict[str, A
         prefixes=bench_prefixes(width),
         parents=parents,
         generator=torch.Generator().manual_seed(args.seed),
+        rank_by_norm=args.rank_by_norm and flat,
+        decoder_init_norm=args.decoder_init_norm if flat else 1.0,
     ).to(args.device)
     checkpoint = None
     if args.checkpoint_dir is not None:
@@ -230,6 +233,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "latents on one scale, as SAELens's rescaling by decoder norms does)",
     )
     parser.add_argument(
+        "--rank-by-norm",
+        action="store_true",
+        help="ours, flat TopK family: select latents by pre-activation times decoder row norm "
+        "(and BatchTopK's threshold in those units), as SAELens's rescale_acts_by_decoder_norm; "
+        "the decoder is not renormalised",
+    )
+    parser.add_argument(
+        "--decoder-init-norm",
+        type=float,
+        default=1.0,
+        help="ours, flat TopK family: initial norm of each decoder row, the encoder its "
+        "transpose (SAELens initialises at 0.1)",
+    )
+    parser.add_argument(
         "--cuda-graph",
         action="store_true",
         help="ours, on a GPU: TopK and Matryoshka replay a CUDA graph of the training step "
@@ -317,6 +334,8 @@ def check_args(args: argparse.Namespace) -> None:
         raise UserError("--tf32 needs --device cuda")
     if not 0 <= args.aux_k <= args.width:
         raise UserError(f"--aux-k must be between 0 and --width ({args.width}), got {args.aux_k}")
+    if not 0 < args.decoder_init_norm < math.inf:
+        raise UserError(f"--decoder-init-norm must be > 0 (got {args.decoder_init_norm})")
     if args.aux_k_coeff < 0:
         raise UserError(f"--aux-k-coeff must be at least 0 (got {args.aux_k_coeff})")
     if args.train_seconds < 0:
@@ -395,6 +414,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "aux_k": args.aux_k,
         "aux_k_coeff": args.aux_k_coeff,
         "normalize_decoder": args.normalize_decoder,
+        "rank_by_norm": args.rank_by_norm,
+        "decoder_init_norm": args.decoder_init_norm,
         "saelens_recipe": args.saelens_recipe,
         "eval_samples": args.eval_samples,
         "rows": [],

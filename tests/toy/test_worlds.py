@@ -190,6 +190,9 @@ def test_a_checkpoint_of_another_run_is_refused(small_world, tmp_path):
     train_on_world(sae, small_world, lr=3e-3, max_seconds=0, checkpoint=checkpoint, **kwargs)
     with pytest.raises(ValueError, match="of another run"):
         train_on_world(sae, small_world, lr=1e-3, checkpoint=checkpoint, **kwargs)
+    other = build_toy_sae("topk", 64, 16, 3, rank_by_norm=True)  # same run, another SAE
+    with pytest.raises(ValueError, match="of another run"):
+        train_on_world(other, small_world, lr=3e-3, checkpoint=checkpoint, **kwargs)
     assert checkpoint.exists()
 
 
@@ -407,6 +410,20 @@ def test_benchmark_writes_a_table_for_ours_and_saelens(tmp_path, small_world, ca
     assert "| saelens-batchtopk | 5 |" in table
 
 
+def test_benchmark_ranks_by_contribution_in_the_flat_family_only(tmp_path, small_world):
+    out = tmp_path / "bench"
+    args = ["--world", SMALL, "--budget-samples", "3200", "--width", "64", "--batch-size", "32"]
+    args += ["--lr", "3e-3", "--l0", "5", "--arch", "matryoshka-batchtopk", "tree"]
+    args += ["--tree-roots", "1", "--rank-by-norm", "--decoder-init-norm", "0.1"]
+    args += ["--device", "cpu", "--eval-samples", "5000", "--stats-samples", "2000"]
+    assert load_benchmark().main([*args, "--out", str(out)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["rank_by_norm"] is True and results["decoder_init_norm"] == 0.1
+    assert [row["arch"] for row in results["rows"]] == ["matryoshka-batchtopk", "tree-d2"]
+    for row in results["rows"]:
+        assert 0 < row["f1"] <= 1 and row["explained_variance"] > 0
+
+
 def test_benchmark_resumes_a_saelens_reference_across_calls(tmp_path, small_world):
     """--train-seconds stops SAELens's BatchTopK after its first pooled draw; the same command
     again resumes it from --checkpoint-dir, and the last call's row has the whole budget."""
@@ -446,6 +463,8 @@ BAD_BENCHMARKS = [
     (["--world", SMALL, "--saelens-recipe", "fast"], "invalid choice"),
     (["--world", SMALL, "--aux-k", "5000"], "--aux-k must be between 0 and --width"),
     (["--world", SMALL, "--aux-k-coeff", "-1"], "--aux-k-coeff must be at least 0"),
+    (["--world", SMALL, "--decoder-init-norm", "0"], "--decoder-init-norm must be > 0"),
+    (["--world", SMALL, "--decoder-init-norm", "nan"], "--decoder-init-norm must be > 0"),
 ]
 
 

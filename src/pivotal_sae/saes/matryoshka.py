@@ -9,6 +9,8 @@ BatchTopK) so that it meets the other two architectures on equal sparsity terms.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -40,8 +42,12 @@ class MatryoshkaSae(TopKSae):
         init: Init = "tied",
         balance: bool = False,
         generator: torch.Generator | None = None,
+        **flat_options: Any,
     ) -> None:
-        super().__init__(d_in, d_sae, k, relu=relu, init=init, balance=balance, generator=generator)
+        super().__init__(
+            d_in, d_sae, k, relu=relu, init=init, balance=balance, generator=generator,
+            **flat_options,
+        )  # fmt: skip
         sizes = sorted(set(prefixes or default_prefixes(d_sae)) | {d_sae})
         if sizes[0] < 1 or sizes[-1] > d_sae:
             raise ValueError(f"Matryoshka prefixes must lie in 1..{d_sae}, got {sizes}")

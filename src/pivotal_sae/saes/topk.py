@@ -92,9 +92,15 @@ class TopKSae(nn.Module):
         init: Init = "tied",
         balance: bool = False,
         generator: torch.Generator | None = None,
+        rank_by_norm: bool = False,
+        decoder_init_norm: float = 1.0,
     ) -> None:
         super().__init__()
         self.d_in, self.d_sae, self.k, self.relu, self.balance = d_in, d_sae, k, relu, balance
+        # Rank latents by pre-activation times decoder row norm (the size of each latent's
+        # contribution, as SAELens's `rescale_acts_by_decoder_norm`); values stay raw.
+        self.rank_by_norm = rank_by_norm
+        self.decoder_init_norm = decoder_init_norm
         # Added to pre-activations only to choose the top k (load balancing); values stay raw.
         self.register_buffer("selection_bias_E", torch.zeros(d_sae))
         generator = generator or torch.Generator().manual_seed(0)
@@ -109,15 +115,28 @@ class TopKSae(nn.Module):
             linear_uniform_(self.b_dec, d_sae, generator)
         else:
             with torch.no_grad():
-                self.W_dec.copy_(random_unit_rows(d_sae, d_in, generator))
+                self.W_dec.copy_(random_unit_rows(d_sae, d_in, generator) * decoder_init_norm)
                 self.W_enc.copy_(self.W_dec.T)
 
+    def selection_keys(self, pre_acts_BE: Float[Tensor, "B E"]) -> Tensor:
+        """What the selection ranks: the pre-activations, or with `rank_by_norm` the pre-
+        activations times decoder row norms (the same sign, so a key is positive where its
+        pre-activation is). Only indices come from keys, so they carry no gradient."""
+        if not self.rank_by_norm:
+            return pre_acts_BE
+        with torch.no_grad():
+            return pre_acts_BE * torch.linalg.vector_norm(self.W_dec, dim=-1)
+
     def select(self, pre_acts_BE: Float[Tensor, "B E"]) -> tuple[Tensor, Tensor]:
+        keys_BE = self.selection_keys(pre_acts_BE)
         if self.balance:
-            indices_BK = (pre_acts_BE + self.selection_bias_E).topk(self.k, dim=-1).indices
+            indices_BK = (keys_BE + self.selection_bias_E).topk(self.k, dim=-1).indices
             values_BK = pre_acts_BE.gather(1, indices_BK)
-        else:
+        elif keys_BE is pre_acts_BE:
             values_BK, indices_BK = pre_acts_BE.topk(self.k, dim=-1)
+        else:
+            indices_BK = keys_BE.topk(self.k, dim=-1).indices
+            values_BK = pre_acts_BE.gather(1, indices_BK)
         return (values_BK.relu() if self.relu else values_BK), indices_BK
 
     @torch.no_grad()
@@ -178,4 +197,8 @@ class TopKSae(nn.Module):
             "k": self.k,
             "relu": self.relu,
             "balance": self.balance,
+            **({"rank_by_norm": True} if self.rank_by_norm else {}),
+            **(
+                {"decoder_init_norm": self.decoder_init_norm} if self.decoder_init_norm != 1 else {}
+            ),
         }

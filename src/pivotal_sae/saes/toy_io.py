@@ -40,6 +40,8 @@ TOY_ARCHITECTURES: dict[str, type[TopKSae]] = {
         TreeSae,
     )
 }
+#: The flat TopK family: one layer of latents, one selection (the options only it takes).
+FLAT_ARCHITECTURES = ("topk", "batchtopk", "matryoshka", "matryoshka-batchtopk")
 
 
 def build_toy_sae(
@@ -56,19 +58,35 @@ def build_toy_sae(
     balance: bool = False,
     parents: tuple[int, ...] | None = None,
     generator: torch.Generator | None = None,
+    rank_by_norm: bool = False,
+    decoder_init_norm: float = 1.0,
 ) -> TopKSae:
-    """A toy SAE of the named architecture; options a class does not take are ignored."""
+    """A toy SAE of the named architecture; options a class does not take are ignored, except
+    `rank_by_norm` and `decoder_init_norm`, which only the flat TopK family takes."""
     if architecture not in TOY_ARCHITECTURES:
         raise ValueError(f"unknown toy SAE architecture {architecture!r}")
     cls = TOY_ARCHITECTURES[architecture]
+    flat: dict[str, Any] = {}
+    if rank_by_norm:
+        flat["rank_by_norm"] = True
+    if decoder_init_norm != 1.0:
+        if not decoder_init_norm > 0:
+            raise ValueError(f"the decoder's initial row norm must be > 0, got {decoder_init_norm}")
+        flat["decoder_init_norm"] = decoder_init_norm
+    if flat and architecture not in FLAT_ARCHITECTURES:
+        raise ValueError(
+            f"{', '.join(flat)} applies to {', '.join(FLAT_ARCHITECTURES)} only, not {architecture}"
+        )
     given = {
         "n_children": n_children,
         "prefixes": prefixes,
         "parent_recon_coeff": parent_recon_coeff,
         "parents": parents,
     }
-    own = {name: given[name] for name in cls.own_options}
-    return cls(d_in, d_sae, k, relu=relu, init=init, balance=balance, generator=generator, **own)
+    own: dict[str, Any] = {name: given[name] for name in cls.own_options}
+    return cls(
+        d_in, d_sae, k, relu=relu, init=init, balance=balance, generator=generator, **own, **flat
+    )
 
 
 def save_toy_sae(sae: TopKSae, directory: Path, extra: dict[str, Any] | None = None) -> None:
@@ -93,6 +111,8 @@ def load_toy_sae(directory: Path, device: torch.device | str = "cpu") -> TopKSae
         parent_recon_coeff=config.get("parent_recon_coeff", 0.0),
         balance=config.get("balance", False),
         parents=tuple(config["parents"]) if "parents" in config else None,
+        rank_by_norm=config.get("rank_by_norm", False),
+        decoder_init_norm=config.get("decoder_init_norm", 1.0),
     )
     state = load_file(str(directory / WEIGHTS))
     # Directories written without load balancing (e.g. by the language-model trainer) have no

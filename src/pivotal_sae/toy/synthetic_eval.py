@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from pivotal_sae.runs import atomic_save_torch
 from pivotal_sae.saes.hierarchical import HierarchicalSae
 from pivotal_sae.saes.topk import TopKSae, scatter_dense
+from pivotal_sae.saes.toy_io import FLAT_ARCHITECTURES
 from pivotal_sae.toy.worlds import parent_child_pairs
 
 if TYPE_CHECKING:
@@ -155,8 +156,9 @@ def train_on_world(
     lr_now: float | Tensor = torch.tensor(lr, device=device) if cuda_graph else lr
     optimizer = torch.optim.Adam(sae.parameters(), lr=lr_now, capturable=cuda_graph)
     steps = math.ceil(samples / batch_size)
-    run: dict[str, float] = {
-        "steps": steps, "batch_size": batch_size, "lr": lr, "lr_decay": lr_decay, "seed": seed
+    run: dict[str, Any] = {
+        "steps": steps, "batch_size": batch_size, "lr": lr, "lr_decay": lr_decay, "seed": seed,
+        "sae": sae.config_dict(),  # a checkpoint resumes only the SAE it was saved from
     }  # fmt: skip
     if aux_k:
         run.update(aux_k=aux_k, aux_k_coeff=aux_k_coeff, dead_share=dead_share)
@@ -337,7 +339,7 @@ def absorption_gap(
 
 
 #: Architectures a threshold readout (`toy/readout.py`) applies to: one flat TopK-family layer.
-READOUT_ARCHS = ("topk", "batchtopk", "matryoshka", "matryoshka-batchtopk")
+READOUT_ARCHS = FLAT_ARCHITECTURES
 
 
 def scoring_view(sae: nn.Module, world: SyntheticModel, readout: str = "trained") -> Any:
