@@ -60,6 +60,10 @@ def bench_prefixes(width: int) -> tuple[int, ...]:
     return tuple(sorted({max(1, width // 32), max(1, width // 8), max(1, width // 2), width}))
 
 
+#: Ours that take the per-level auxiliary loss.
+MATRYOSHKAS = ("matryoshka", "matryoshka-batchtopk")
+
+
 def ours(arch: str, world: Any, args: argparse.Namespace, k: int) -> dict[str, Any]:
     from pivotal_sae.absorption.pairs import tf32_matmuls
     from pivotal_sae.saes.toy_io import FLAT_ARCHITECTURES, build_toy_sae
@@ -94,6 +98,7 @@ def ours(arch: str, world: Any, args: argparse.Namespace, k: int) -> dict[str, A
             lr_decay=args.lr_decay, max_seconds=args.train_seconds or None,
             cuda_graph=args.cuda_graph, checkpoint=checkpoint,
             aux_k=args.aux_k, aux_k_coeff=args.aux_k_coeff,
+            level_aux=args.level_aux if arch in MATRYOSHKAS else 0.0,
             normalize_decoder=args.normalize_decoder,
         )  # fmt: skip
     return {"sae": sae, **speed}
@@ -233,6 +238,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "latents on one scale, as SAELens's rescaling by decoder norms does)",
     )
     parser.add_argument(
+        "--level-aux",
+        type=float,
+        default=0.0,
+        help="ours, matryoshka and matryoshka-batchtopk: weight of SAELens's per-level "
+        "auxiliary loss for latents silent 1,000 steps (src/pivotal_sae/toy/level_aux.py; "
+        "SAELens's published recipe: 1; 0: off)",
+    )
+    parser.add_argument(
         "--rank-by-norm",
         action="store_true",
         help="ours, flat TopK family: select latents by pre-activation times decoder row norm "
@@ -334,6 +347,8 @@ def check_args(args: argparse.Namespace) -> None:
         raise UserError("--tf32 needs --device cuda")
     if not 0 <= args.aux_k <= args.width:
         raise UserError(f"--aux-k must be between 0 and --width ({args.width}), got {args.aux_k}")
+    if not 0 <= args.level_aux < math.inf:
+        raise UserError(f"--level-aux must be at least 0 (got {args.level_aux})")
     if not 0 < args.decoder_init_norm < math.inf:
         raise UserError(f"--decoder-init-norm must be > 0 (got {args.decoder_init_norm})")
     if args.aux_k_coeff < 0:
@@ -414,6 +429,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "aux_k": args.aux_k,
         "aux_k_coeff": args.aux_k_coeff,
         "normalize_decoder": args.normalize_decoder,
+        "level_aux": args.level_aux,
         "rank_by_norm": args.rank_by_norm,
         "decoder_init_norm": args.decoder_init_norm,
         "saelens_recipe": args.saelens_recipe,

@@ -120,9 +120,13 @@ def test_train_on_world_decays_the_lr_and_stops_on_time(small_world, monkeypatch
     assert 1 < per_draw < 600 and out["samples"] == 32 * per_draw and len(seen) == per_draw
 
 
-@pytest.mark.parametrize(("arch", "aux_k"), [("topk", 0), ("matryoshka", 0), ("batchtopk", 4)])
+@pytest.mark.parametrize(
+    ("arch", "aux_k", "level_aux"),
+    [("topk", 0, 0.0), ("matryoshka", 0, 0.0), ("batchtopk", 4, 0.0),
+     ("matryoshka-batchtopk", 0, 1.0)],
+)  # fmt: skip
 def test_a_stopped_run_resumes_from_its_checkpoint_to_the_same_sae(
-    small_world, tmp_path, arch, aux_k
+    small_world, tmp_path, arch, aux_k, level_aux
 ):
     """Stopped after every draw (max_seconds 0) and resumed from the checkpoint each time, with
     an lr decay across the stops (and the dead-latent tracker of the aux-k loss): the same
@@ -130,13 +134,16 @@ def test_a_stopped_run_resumes_from_its_checkpoint_to_the_same_sae(
     checkpoint = tmp_path / "run.pt"
     kwargs = dict(
         samples=32 * 23, batch_size=32, lr=3e-3, seed=4, lr_decay=0.6, chunk_bytes=3 * 4 * 32 * 512,
-        aux_k=aux_k, dead_share=1.0,
+        aux_k=aux_k, dead_share=1.0, level_aux=level_aux, dead_window=2,
     )  # fmt: skip
     trained = []
     for stops in (False, True):
         calls = 0
         while True:
             sae = build_toy_sae(arch, 64, 16, 3, generator=torch.Generator().manual_seed(2))
+            if level_aux:  # four latents start silent, so the per-level loss has work
+                with torch.no_grad():
+                    sae.b_enc[12:] = -100.0
             out = train_on_world(
                 sae, small_world, **kwargs, max_seconds=0 if stops else None,
                 checkpoint=checkpoint if stops else None,
@@ -148,6 +155,9 @@ def test_a_stopped_run_resumes_from_its_checkpoint_to_the_same_sae(
             if aux_k and calls == 4:  # the aux-k loss has dead latents to work on
                 rates = torch.load(checkpoint, weights_only=True)["dead_tracker"]["latent"]
                 assert (rates < 3 / 16).any()  # below the fair rate: dead at share 1
+            if level_aux and calls == 4:  # the per-level loss has dead latents to work on
+                since = torch.load(checkpoint, weights_only=True)["since_fired"]["since_E"]
+                assert (since > 2).any()
         assert calls == (8 if stops else 1) and not checkpoint.exists()
         trained.append(sae.state_dict())  # buffers too: BatchTopK's threshold
     for name, straight in trained[0].items():
@@ -181,6 +191,13 @@ def test_normalize_decoder_keeps_every_decoder_row_at_unit_norm(small_world, arc
     train_on_world(sae, small_world, 32 * 5, 32, 3e-2, seed=2, normalize_decoder=True)
     for rows in sae.decoder_rows().values():
         torch.testing.assert_close(rows.norm(dim=-1), torch.ones(rows.shape[0]))
+
+
+def test_level_aux_needs_a_matryoshka(small_world):
+    with pytest.raises(ValueError, match="needs one of matryoshka"):
+        train_on_world(
+            build_toy_sae("batchtopk", 64, 16, 3), small_world, 64, 32, 1e-3, level_aux=1.0
+        )
 
 
 def test_a_checkpoint_of_another_run_is_refused(small_world, tmp_path):
@@ -464,6 +481,7 @@ BAD_BENCHMARKS = [
     (["--world", SMALL, "--aux-k", "5000"], "--aux-k must be between 0 and --width"),
     (["--world", SMALL, "--aux-k-coeff", "-1"], "--aux-k-coeff must be at least 0"),
     (["--world", SMALL, "--decoder-init-norm", "0"], "--decoder-init-norm must be > 0"),
+    (["--world", SMALL, "--level-aux", "-1"], "--level-aux must be at least 0"),
     (["--world", SMALL, "--decoder-init-norm", "nan"], "--decoder-init-norm must be > 0"),
 ]
 

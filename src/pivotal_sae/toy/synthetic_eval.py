@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from pivotal_sae.runs import atomic_save_torch
 from pivotal_sae.saes.hierarchical import HierarchicalSae
+from pivotal_sae.saes.matryoshka import MatryoshkaSae
 from pivotal_sae.saes.topk import TopKSae, scatter_dense
 from pivotal_sae.saes.toy_io import FLAT_ARCHITECTURES
 from pivotal_sae.toy.worlds import parent_child_pairs
@@ -106,6 +107,8 @@ def train_on_world(
     aux_k_coeff: float = 1 / 32,
     dead_share: float = 0.2,
     normalize_decoder: bool = False,
+    level_aux: float = 0.0,
+    dead_window: int = 1000,
 ) -> dict[str, float]:
     """Adam on the SAE's own reconstruction loss over fresh world batches; returns samples/s and
     the samples trained.
@@ -132,9 +135,17 @@ def train_on_world(
     `normalize_decoder` rescales every decoder row to unit norm after each optimizer step, so a
     latent's activation is the size of its contribution; a BatchTopK selection then compares
     latents on one scale (SAELens gets the same by ranking pre-activations times decoder norms).
-    It trains without the CUDA graph."""
+    It trains without the CUDA graph.
+
+    `level_aux` > 0 (Matryoshka SAEs) adds SAELens's per-level auxiliary loss with that weight
+    (`toy/level_aux.py`): latents silent for more than `dead_window` steps reconstruct what
+    their level's prefix leaves over. It also trains without the CUDA graph."""
+    from pivotal_sae.toy.level_aux import StepsSinceFired, level_aux_loss
     from pivotal_sae.toy.revival import DeadLatentTracker, aux_k_loss
 
+    matryoshkas = ("matryoshka", "matryoshka-batchtopk")
+    if level_aux and type(sae).architecture not in matryoshkas:
+        raise ValueError(f"the per-level auxiliary loss needs one of {', '.join(matryoshkas)}")
     sae.train()  # scoring leaves it in eval mode, where BatchTopK selects by its threshold
     torch.manual_seed(seed)
     with torch.no_grad():
@@ -150,8 +161,10 @@ def train_on_world(
         and type(sae).architecture in GRAPH_SAFE
         and not aux_k
         and not normalize_decoder
+        and not level_aux
     )
     tracker = DeadLatentTracker(sae, dead_share) if aux_k else None
+    since_fired = StepsSinceFired(sae.d_sae, device, dead_window) if level_aux else None
     # A capturable Adam reads its lr from a tensor, so a decay can change it between replays.
     lr_now: float | Tensor = torch.tensor(lr, device=device) if cuda_graph else lr
     optimizer = torch.optim.Adam(sae.parameters(), lr=lr_now, capturable=cuda_graph)
@@ -162,6 +175,8 @@ def train_on_world(
     }  # fmt: skip
     if aux_k:
         run.update(aux_k=aux_k, aux_k_coeff=aux_k_coeff, dead_share=dead_share)
+    if level_aux:
+        run.update(level_aux=level_aux, dead_window=dead_window)
     if normalize_decoder:
         run.update(normalize_decoder=True)
         sae.normalize_decoder_()
@@ -178,6 +193,8 @@ def train_on_world(
         first_step = saved["done"]
         if tracker is not None:
             tracker.load_state_dict(saved["dead_tracker"])
+        if since_fired is not None:
+            since_fired.load_state_dict(saved["since_fired"])
         torch.set_rng_state(saved["rng_cpu"])
         if device.type == "cuda":
             torch.cuda.set_rng_state(saved["rng_device"], device)
@@ -190,6 +207,10 @@ def train_on_world(
         if tracker is not None:
             tracker.update(sae.firing_counts(out))
             loss = loss + aux_k_coeff * aux_k_loss(sae, x_BM, out, tracker.dead(), aux_k)
+        if since_fired is not None:  # the dead of the steps before this one, as SAELens
+            assert isinstance(sae, MatryoshkaSae)
+            loss = loss + level_aux * level_aux_loss(sae, x_BM, out, since_fired.dead())
+            since_fired.update(sae.fired(out)["latent"])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -241,6 +262,7 @@ def train_on_world(
             "rng_cpu": torch.get_rng_state(),
             "rng_device": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
             "dead_tracker": tracker.state_dict() if tracker is not None else None,
+            "since_fired": since_fired.state_dict() if since_fired is not None else None,
         }
         atomic_save_torch(checkpoint, state)
     elif checkpoint is not None:
