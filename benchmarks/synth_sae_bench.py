@@ -60,13 +60,10 @@ def bench_prefixes(width: int) -> tuple[int, ...]:
     return tuple(sorted({max(1, width // 32), max(1, width // 8), max(1, width // 2), width}))
 
 
-#: Ours that take the per-level auxiliary loss.
-MATRYOSHKAS = ("matryoshka", "matryoshka-batchtopk")
-
-
 def ours(arch: str, world: Any, args: argparse.Namespace, k: int) -> dict[str, Any]:
     from pivotal_sae.absorption.pairs import tf32_matmuls
     from pivotal_sae.saes.toy_io import FLAT_ARCHITECTURES, build_toy_sae
+    from pivotal_sae.toy.level_aux import MATRYOSHKA_ARCHITECTURES
     from pivotal_sae.toy.synthetic_eval import train_on_world
 
     width, k_arch, parents = args.width, k, None
@@ -98,7 +95,7 @@ def ours(arch: str, world: Any, args: argparse.Namespace, k: int) -> dict[str, A
             lr_decay=args.lr_decay, max_seconds=args.train_seconds or None,
             cuda_graph=args.cuda_graph, checkpoint=checkpoint,
             aux_k=args.aux_k, aux_k_coeff=args.aux_k_coeff,
-            level_aux=args.level_aux if arch in MATRYOSHKAS else 0.0,
+            level_aux=args.level_aux if arch in MATRYOSHKA_ARCHITECTURES else 0.0,
             normalize_decoder=args.normalize_decoder,
         )  # fmt: skip
     return {"sae": sae, **speed}

@@ -27,6 +27,8 @@ from pivotal_sae.saes.topk import ToySaeOutput, scatter_dense
 
 #: SAELens's default dead-feature window, in training steps.
 DEAD_WINDOW = 1000
+#: The architectures the loss applies to (those whose `prefixes` are Matryoshka levels).
+MATRYOSHKA_ARCHITECTURES = ("matryoshka", "matryoshka-batchtopk")
 
 
 class StepsSinceFired:

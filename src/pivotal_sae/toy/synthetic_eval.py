@@ -140,12 +140,12 @@ def train_on_world(
     `level_aux` > 0 (Matryoshka SAEs) adds SAELens's per-level auxiliary loss with that weight
     (`toy/level_aux.py`): latents silent for more than `dead_window` steps reconstruct what
     their level's prefix leaves over. It also trains without the CUDA graph."""
+    from pivotal_sae.toy.level_aux import MATRYOSHKA_ARCHITECTURES as MATRYOSHKAS
     from pivotal_sae.toy.level_aux import StepsSinceFired, level_aux_loss
     from pivotal_sae.toy.revival import DeadLatentTracker, aux_k_loss
 
-    matryoshkas = ("matryoshka", "matryoshka-batchtopk")
-    if level_aux and type(sae).architecture not in matryoshkas:
-        raise ValueError(f"the per-level auxiliary loss needs one of {', '.join(matryoshkas)}")
+    if level_aux and type(sae).architecture not in MATRYOSHKAS:
+        raise ValueError(f"the per-level auxiliary loss needs one of {', '.join(MATRYOSHKAS)}")
     sae.train()  # scoring leaves it in eval mode, where BatchTopK selects by its threshold
     torch.manual_seed(seed)
     with torch.no_grad():
@@ -208,7 +208,7 @@ def train_on_world(
             tracker.update(sae.firing_counts(out))
             loss = loss + aux_k_coeff * aux_k_loss(sae, x_BM, out, tracker.dead(), aux_k)
         if since_fired is not None:  # the dead of the steps before this one, as SAELens
-            assert isinstance(sae, MatryoshkaSae)
+            assert isinstance(sae, MatryoshkaSae)  # checked above; for the type checker
             loss = loss + level_aux * level_aux_loss(sae, x_BM, out, since_fired.dead())
             since_fired.update(sae.fired(out)["latent"])
         optimizer.zero_grad(set_to_none=True)
