@@ -96,6 +96,7 @@ def ours(arch: str, world: Any, args: argparse.Namespace, k: int) -> dict[str, A
             cuda_graph=args.cuda_graph, checkpoint=checkpoint,
             aux_k=args.aux_k, aux_k_coeff=args.aux_k_coeff,
             level_aux=args.level_aux if arch in MATRYOSHKA_ARCHITECTURES else 0.0,
+            clip_grad_norm=args.clip_grad_norm if flat else 0.0,
             normalize_decoder=args.normalize_decoder,
         )  # fmt: skip
     return {"sae": sae, **speed}
@@ -243,6 +244,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "SAELens's published recipe: 1; 0: off)",
     )
     parser.add_argument(
+        "--clip-grad-norm",
+        type=float,
+        default=0.0,
+        help="ours, flat TopK family: clip the gradient's total norm each step, in SAELens's "
+        "units (its loss sums over dimensions and Matryoshka levels; its trainer clips at 1; "
+        "0: off)",
+    )
+    parser.add_argument(
         "--rank-by-norm",
         action="store_true",
         help="ours, flat TopK family: select latents by pre-activation times decoder row norm "
@@ -344,6 +353,8 @@ def check_args(args: argparse.Namespace) -> None:
         raise UserError("--tf32 needs --device cuda")
     if not 0 <= args.aux_k <= args.width:
         raise UserError(f"--aux-k must be between 0 and --width ({args.width}), got {args.aux_k}")
+    if not 0 <= args.clip_grad_norm < math.inf:
+        raise UserError(f"--clip-grad-norm must be at least 0 (got {args.clip_grad_norm})")
     if not 0 <= args.level_aux < math.inf:
         raise UserError(f"--level-aux must be at least 0 (got {args.level_aux})")
     if not 0 < args.decoder_init_norm < math.inf:
@@ -427,6 +438,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "aux_k_coeff": args.aux_k_coeff,
         "normalize_decoder": args.normalize_decoder,
         "level_aux": args.level_aux,
+        "clip_grad_norm": args.clip_grad_norm,
         "rank_by_norm": args.rank_by_norm,
         "decoder_init_norm": args.decoder_init_norm,
         "saelens_recipe": args.saelens_recipe,

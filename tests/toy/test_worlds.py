@@ -193,6 +193,27 @@ def test_normalize_decoder_keeps_every_decoder_row_at_unit_norm(small_world, arc
         torch.testing.assert_close(rows.norm(dim=-1), torch.ones(rows.shape[0]))
 
 
+def test_clip_grad_norm_clips_in_saelens_units(small_world, monkeypatch):
+    """Every step's gradient, scaled by width x levels (SAELens's sums against our means), has
+    total norm at most the clip; without clipping it is larger."""
+    norms: list[float] = []
+    step = torch.optim.Adam.step
+
+    def spy(self, *args, **kwargs):
+        grads = [p.grad for group in self.param_groups for p in group["params"]]
+        norms.append(float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))))
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", spy)
+    for clip in (0.0, 0.05):
+        sae = build_toy_sae("matryoshka", 64, 16, 3, prefixes=(4, 8))
+        train_on_world(sae, small_world, 32 * 6, 32, 1e-3, clip_grad_norm=clip)
+    scale = 64 * 3  # width x levels (4, 8, 16)
+    free, clipped = norms[:6], norms[6:]
+    assert min(free) * scale > 0.05  # so the clip acts on every step
+    assert max(clipped) * scale == pytest.approx(0.05, rel=1e-4)
+
+
 def test_level_aux_needs_a_matryoshka(small_world):
     with pytest.raises(ValueError, match="needs one of matryoshka"):
         train_on_world(
@@ -427,15 +448,17 @@ def test_benchmark_writes_a_table_for_ours_and_saelens(tmp_path, small_world, ca
     assert "| saelens-batchtopk | 5 |" in table
 
 
-def test_benchmark_ranks_by_contribution_in_the_flat_family_only(tmp_path, small_world):
+def test_benchmark_takes_saelens_choices_in_the_flat_family_only(tmp_path, small_world):
     out = tmp_path / "bench"
     args = ["--world", SMALL, "--budget-samples", "3200", "--width", "64", "--batch-size", "32"]
     args += ["--lr", "3e-3", "--l0", "5", "--arch", "matryoshka-batchtopk", "tree"]
     args += ["--tree-roots", "1", "--rank-by-norm", "--decoder-init-norm", "0.1"]
+    args += ["--level-aux", "1", "--clip-grad-norm", "1"]  # SAELens's published choices
     args += ["--device", "cpu", "--eval-samples", "5000", "--stats-samples", "2000"]
     assert load_benchmark().main([*args, "--out", str(out)]) == 0
     results = json.loads((out / "results.json").read_text())
     assert results["rank_by_norm"] is True and results["decoder_init_norm"] == 0.1
+    assert results["level_aux"] == 1 and results["clip_grad_norm"] == 1
     assert [row["arch"] for row in results["rows"]] == ["matryoshka-batchtopk", "tree-d2"]
     for row in results["rows"]:
         assert 0 < row["f1"] <= 1 and row["explained_variance"] > 0
@@ -482,6 +505,7 @@ BAD_BENCHMARKS = [
     (["--world", SMALL, "--aux-k-coeff", "-1"], "--aux-k-coeff must be at least 0"),
     (["--world", SMALL, "--decoder-init-norm", "0"], "--decoder-init-norm must be > 0"),
     (["--world", SMALL, "--level-aux", "-1"], "--level-aux must be at least 0"),
+    (["--world", SMALL, "--clip-grad-norm", "-1"], "--clip-grad-norm must be at least 0"),
     (["--world", SMALL, "--decoder-init-norm", "nan"], "--decoder-init-norm must be > 0"),
 ]
 

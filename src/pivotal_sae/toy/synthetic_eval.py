@@ -109,6 +109,7 @@ def train_on_world(
     normalize_decoder: bool = False,
     level_aux: float = 0.0,
     dead_window: int = 1000,
+    clip_grad_norm: float = 0.0,
 ) -> dict[str, float]:
     """Adam on the SAE's own reconstruction loss over fresh world batches; returns samples/s and
     the samples trained.
@@ -139,7 +140,12 @@ def train_on_world(
 
     `level_aux` > 0 (Matryoshka SAEs) adds SAELens's per-level auxiliary loss with that weight
     (`toy/level_aux.py`): latents silent for more than `dead_window` steps reconstruct what
-    their level's prefix leaves over. It also trains without the CUDA graph."""
+    their level's prefix leaves over. It also trains without the CUDA graph.
+
+    `clip_grad_norm` > 0 clips the gradient's total norm each step as SAELens's trainer does
+    (at 1), in SAELens's units: its loss sums squared errors over dimensions and Matryoshka
+    levels where ours averages, so the norm is compared after scaling our gradient by the input
+    width times the number of levels. It trains without the CUDA graph."""
     from pivotal_sae.toy.level_aux import MATRYOSHKA_ARCHITECTURES as MATRYOSHKAS
     from pivotal_sae.toy.level_aux import StepsSinceFired, level_aux_loss
     from pivotal_sae.toy.revival import DeadLatentTracker, aux_k_loss
@@ -162,6 +168,7 @@ def train_on_world(
         and not aux_k
         and not normalize_decoder
         and not level_aux
+        and not clip_grad_norm
     )
     tracker = DeadLatentTracker(sae, dead_share) if aux_k else None
     since_fired = StepsSinceFired(sae.d_sae, device, dead_window) if level_aux else None
@@ -177,6 +184,10 @@ def train_on_world(
         run.update(aux_k=aux_k, aux_k_coeff=aux_k_coeff, dead_share=dead_share)
     if level_aux:
         run.update(level_aux=level_aux, dead_window=dead_window)
+    if clip_grad_norm:
+        run.update(clip_grad_norm=clip_grad_norm)
+    # Our loss is SAELens's divided by the width and the number of Matryoshka levels.
+    saelens_scale = sae.d_in * len(getattr(sae, "prefixes", (sae.d_sae,)))
     if normalize_decoder:
         run.update(normalize_decoder=True)
         sae.normalize_decoder_()
@@ -213,6 +224,8 @@ def train_on_world(
             since_fired.update(sae.fired(out)["latent"])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if clip_grad_norm:
+            torch.nn.utils.clip_grad_norm_(sae.parameters(), clip_grad_norm / saelens_scale)
         optimizer.step()
         if normalize_decoder:
             sae.normalize_decoder_()
