@@ -15,6 +15,8 @@ moving firing rate, so that the whole tree comes to about k; the default, 128 ro
 (1 + 4 + 16) + 1,408 flat latents, covers the published world's first two levels). References:
 SAELens's BatchTopK and Matryoshka BatchTopK through its `SyntheticSAERunner`. Matryoshka prefixes
 are width/32, width/8, width/2 and width for both (128, 512, 2048, 4096 at the published width).
+Ours can take SAELens's training choices one at a time, all off by default: --rank-by-norm,
+--decoder-init-norm, --level-aux and --clip-grad-norm (docs/toy.md).
 
 Defaults are the published recipe (SynthSAEBench-16k, width 4096, batch 1024, lr 3e-4) at 10M
 samples per architecture (the published budget is 200M); on one H100 a 600 s call holds about
