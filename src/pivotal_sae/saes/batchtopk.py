@@ -35,13 +35,10 @@ def keep_above(
     """Each row's latents whose key (`keys_BE`, default the pre-activations) is >= `cut` (and
     > 0) as (values, indices) of the row's top K by key, K the largest count of any row (at
     least 1); values are the ReLU'd pre-activations, and the other slots hold 0."""
-    if keys_BE is None or keys_BE is pre_acts_BE:
-        width = int((pre_acts_BE >= cut).sum(dim=1).max().clamp(1, pre_acts_BE.shape[1]).item())
-        values_BK, indices_BK = pre_acts_BE.topk(width, dim=-1)
-        return torch.where(values_BK >= cut, values_BK.relu(), 0.0), indices_BK
+    keys_BE = pre_acts_BE if keys_BE is None else keys_BE
     width = int((keys_BE >= cut).sum(dim=1).max().clamp(1, keys_BE.shape[1]).item())
     top_keys_BK, indices_BK = keys_BE.topk(width, dim=-1)
-    values_BK = pre_acts_BE.gather(1, indices_BK)
+    values_BK = top_keys_BK if keys_BE is pre_acts_BE else pre_acts_BE.gather(1, indices_BK)
     return torch.where(top_keys_BK >= cut, values_BK.relu(), 0.0), indices_BK
 
 

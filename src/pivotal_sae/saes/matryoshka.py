@@ -53,12 +53,13 @@ class MatryoshkaSae(TopKSae):
             raise ValueError(f"Matryoshka prefixes must lie in 1..{d_sae}, got {sizes}")
         self.prefixes = tuple(sizes)
 
+    def prefix_reconstruction(self, acts_BE: Tensor, m: int) -> Tensor:
+        """The reconstruction by the first `m` latents alone (one Matryoshka level)."""
+        return torch.addmm(self.b_dec, acts_BE[:, :m], self.W_dec[:m])
+
     def reconstruction_loss(self, x_BM: Tensor, out: ToySaeOutput) -> Tensor:
         acts_BE = scatter_dense(out.values_BK, out.indices_BK, self.d_sae)
-        losses = [
-            F.mse_loss(torch.addmm(self.b_dec, acts_BE[:, :m], self.W_dec[:m]), x_BM)
-            for m in self.prefixes
-        ]
+        losses = [F.mse_loss(self.prefix_reconstruction(acts_BE, m), x_BM) for m in self.prefixes]
         return torch.stack(losses).mean()
 
     def config_dict(self) -> dict[str, object]:

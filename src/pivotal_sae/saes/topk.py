@@ -130,13 +130,9 @@ class TopKSae(nn.Module):
     def select(self, pre_acts_BE: Float[Tensor, "B E"]) -> tuple[Tensor, Tensor]:
         keys_BE = self.selection_keys(pre_acts_BE)
         if self.balance:
-            indices_BK = (keys_BE + self.selection_bias_E).topk(self.k, dim=-1).indices
-            values_BK = pre_acts_BE.gather(1, indices_BK)
-        elif keys_BE is pre_acts_BE:
-            values_BK, indices_BK = pre_acts_BE.topk(self.k, dim=-1)
-        else:
-            indices_BK = keys_BE.topk(self.k, dim=-1).indices
-            values_BK = pre_acts_BE.gather(1, indices_BK)
+            keys_BE = keys_BE + self.selection_bias_E
+        top_keys_BK, indices_BK = keys_BE.topk(self.k, dim=-1)
+        values_BK = top_keys_BK if keys_BE is pre_acts_BE else pre_acts_BE.gather(1, indices_BK)
         return (values_BK.relu() if self.relu else values_BK), indices_BK
 
     @torch.no_grad()

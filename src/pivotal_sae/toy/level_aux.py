@@ -69,8 +69,7 @@ def level_aux_loss(sae: MatryoshkaSae, x_BM: Tensor, out: ToySaeOutput, dead_E: 
         dead = int(n_dead_E[end - 1]) - (int(n_dead_E[start - 1]) if start else 0)
         if dead:
             k = min(k_aux, dead)
-            level_recon_BM = torch.addmm(sae.b_dec, acts_BE[:, :end], sae.W_dec[:end])
-            residual_BM = (x_BM - level_recon_BM).detach()
+            residual_BM = (x_BM - sae.prefix_reconstruction(acts_BE, end)).detach()
             masked_BL = hidden_BE[:, start:end].masked_fill(~dead_E[start:end], -torch.inf)
             values_BK, indices_BK = masked_BL.topk(k, dim=-1, sorted=False)
             aux_BL = scatter_dense(values_BK, indices_BK, end - start)

@@ -146,12 +146,12 @@ def train_on_world(
     (at 1), in SAELens's units: its loss sums squared errors over dimensions and Matryoshka
     levels where ours averages, so the norm is compared after scaling our gradient by the input
     width times the number of levels. It trains without the CUDA graph."""
-    from pivotal_sae.toy.level_aux import MATRYOSHKA_ARCHITECTURES as MATRYOSHKAS
-    from pivotal_sae.toy.level_aux import StepsSinceFired, level_aux_loss
+    from pivotal_sae.toy.level_aux import MATRYOSHKA_ARCHITECTURES, StepsSinceFired, level_aux_loss
     from pivotal_sae.toy.revival import DeadLatentTracker, aux_k_loss
 
-    if level_aux and type(sae).architecture not in MATRYOSHKAS:
-        raise ValueError(f"the per-level auxiliary loss needs one of {', '.join(MATRYOSHKAS)}")
+    if level_aux and type(sae).architecture not in MATRYOSHKA_ARCHITECTURES:
+        names = ", ".join(MATRYOSHKA_ARCHITECTURES)
+        raise ValueError(f"the per-level auxiliary loss needs one of {names}")
     sae.train()  # scoring leaves it in eval mode, where BatchTopK selects by its threshold
     torch.manual_seed(seed)
     with torch.no_grad():
