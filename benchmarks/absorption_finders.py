@@ -67,12 +67,17 @@ def original_finders(
         decoder = find_decoder_pairs(W_dec_EM, cooc_ee, tokens_counted=tokens, top_n=max_pairs,
                                      cooccurrence_threshold=gate)  # fmt: skip
         finders[f"decoder cosine, {label}"] = [(p.latent_a, p.latent_b) for p in decoder.pairs]
-    partial = find_partial_pairs(W_dec_EM, cooc_ee, tokens_counted=tokens, max_pairs=max_pairs)
-    finders["partial (new default)"] = [(p.parent, p.absorber) for p in partial.pairs]
-    # Candidates, not defaults: the same lists with nearest-neighbour pairs moved to the top.
-    for name in ("decoder cosine, no gate", "partial (new default)"):
-        short = name.removesuffix(" (new default)")
-        finders[f"{short}, nearest neighbours first"] = nearest_first(finders[name], W_dec_EM)
+    for first, name in (
+        (False, "partial, score only"),
+        (True, "partial (default: neighbours first)"),
+    ):
+        partial = find_partial_pairs(W_dec_EM, cooc_ee, tokens_counted=tokens,
+                                     max_pairs=max_pairs, neighbours_first=first)  # fmt: skip
+        finders[name] = [(p.parent, p.absorber) for p in partial.pairs]
+    # Decoder cosine with nearest-neighbour pairs moved to the top, as the default does.
+    finders["decoder cosine, neighbours first"] = nearest_first(
+        finders["decoder cosine, no gate"], W_dec_EM
+    )
     return finders
 
 

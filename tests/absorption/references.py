@@ -117,12 +117,29 @@ def decoder_pairs_loop(W_dec_EM, cooccurrences_ee, top_n, cooc_threshold, min_fi
     return sorted(found, key=lambda x: (-x[0], x[1], x[2]))[:top_n]
 
 
-def partial_pairs_loop(W_dec_EM, cooccurrences_ee, exponent, min_firing, max_pairs):
-    """The `partial` finder one pair at a time, in float64: (score, i, j, parent, absorber)."""
+def partial_pairs_loop(W_dec_EM, cooccurrences_ee, exponent, min_firing, max_pairs,
+                       neighbours_first=False):  # fmt: skip
+    """The `partial` finder one pair at a time, in float64: (score, i, j, parent, absorber,
+    near), near: one latent is the other's nearest decoder neighbour among the latents firing
+    at least `min_firing` times. With `neighbours_first` those pairs come first."""
     rows = [[float(v) for v in row] for row in W_dec_EM.tolist()]
     norms = [math.sqrt(sum(v * v for v in row)) for row in rows]
     counts = cooccurrences_ee.tolist()
     firing = [counts[i][i] for i in range(len(rows))]
+
+    def cosine(i, j):
+        if norms[i] == 0 or norms[j] == 0:
+            return 0.0
+        return sum(x * y for x, y in zip(rows[i], rows[j], strict=True)) / norms[i] / norms[j]
+
+    alive = [i for i in range(len(rows)) if firing[i] >= min_firing]
+    nearest = {}
+    for i in alive:
+        best, best_cos = None, -math.inf
+        for j in alive:
+            if j != i and cosine(i, j) > best_cos:
+                best, best_cos = j, cosine(i, j)
+        nearest[i] = best
     found = []
     for i in range(len(rows)):
         for j in range(i + 1, len(rows)):
@@ -130,12 +147,13 @@ def partial_pairs_loop(W_dec_EM, cooccurrences_ee, exponent, min_firing, max_pai
                 continue
             if norms[i] == 0 or norms[j] == 0:
                 continue
-            cos = sum(x * y for x, y in zip(rows[i], rows[j], strict=True)) / norms[i] / norms[j]
+            cos = cosine(i, j)
             if cos <= 0:
                 continue
             unshared = 1 - counts[i][j] / max(firing[i], firing[j])
             score = cos * max(unshared, 0.0) ** exponent
             parent, absorber = (i, j) if firing[i] >= firing[j] else (j, i)
-            found.append((score, i, j, parent, absorber))
-    found.sort(key=lambda t: (-t[0], t[1], t[2]))
+            near = nearest[i] == j or nearest[j] == i
+            found.append((score, i, j, parent, absorber, near))
+    found.sort(key=lambda t: (not (neighbours_first and t[5]), -t[0], t[1], t[2]))
     return found[:max_pairs], len(found)

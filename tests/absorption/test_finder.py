@@ -26,18 +26,30 @@ def random_case(seed: int, e: int = 48, m: int = 16, tokens: int = 400):
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 @pytest.mark.parametrize("exponent", [0.0, 0.5, 1.0])
-def test_partial_pairs_match_a_loop_over_pairs(seed: int, exponent: float) -> None:
+@pytest.mark.parametrize("neighbours_first", [True, False])
+def test_partial_pairs_match_a_loop_over_pairs(
+    seed: int, exponent: float, neighbours_first: bool
+) -> None:
     W_dec_EM, acts_TE = random_case(seed)
     counter = DenseCooccurrence(acts_TE.shape[1], "cpu")
     counter.update(acts_TE, contexts=1)
     cooc_ee = cooccurrence_loop(acts_TE)
     for block in (7, 4096):  # tiles that cut the matrix unevenly, and one tile
         search = find_partial_pairs(W_dec_EM, counter, exponent=exponent, min_firing=5,
-                                    max_pairs=40, block=block)  # fmt: skip
-        expected, n_scored = partial_pairs_loop(W_dec_EM, cooc_ee, exponent, 5, 40)
+                                    max_pairs=40, block=block,
+                                    neighbours_first=neighbours_first)  # fmt: skip
+        expected, n_scored = partial_pairs_loop(W_dec_EM, cooc_ee, exponent, 5, 40,
+                                                neighbours_first)  # fmt: skip
         assert search.n_scored == n_scored
         assert len(search.pairs) == len(expected)
-        for pair, (score, i, j, parent, absorber) in zip(search.pairs, expected, strict=True):
+        assert search.settings["neighbours_first"] is neighbours_first
+        # with neighbours first the flagged pairs lead the list; without, none is flagged
+        flags = [p.nearest_neighbours for p in search.pairs]
+        assert flags == sorted(flags, reverse=True)
+        assert any(flags) is neighbours_first
+        for pair, (score, i, j, parent, absorber, near) in zip(search.pairs, expected,
+                                                               strict=True):  # fmt: skip
+            assert pair.nearest_neighbours is (neighbours_first and near)
             assert (pair.parent, pair.absorber) == (parent, absorber)
             assert pair.score == pytest.approx(score, rel=1e-5, abs=1e-6)
             assert pair.cooccurrence == int(cooc_ee[i, j])

@@ -189,6 +189,10 @@ class PairSearchOptions:
     partial_exponent: float = 0.5
     """The `partial` finder's weight on the unshared firing: cos · (1 − C / max f) ** this."""
 
+    neighbours_first: bool = True
+    """The `partial` finder ranks pairs where one latent is the other's nearest decoder
+    neighbour above all others (docs/absorption_finders.md)."""
+
     ablator_sae_neuronpedia_id: str | None = None
     """Neuronpedia id for links and explanations, e.g. gemma-2-2b/20-gemmascope-mlp-65k
     (default: the SAE's own)."""

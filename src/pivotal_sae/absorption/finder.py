@@ -18,6 +18,12 @@ with `f` the firing counts and `C` the co-occurrence count over the same tokens.
 (default 0.5) was chosen on toy seeds 1–3 and planting seeds 0–2 and is reported on others.
 The pair is oriented parent = the more frequent latent (the broader one), absorber = the other.
 
+Nearest neighbours first (the default; `--no-neighbours-first` turns it off): pairs in which one
+latent is the other's nearest decoder neighbour (by cosine, among the latents firing at least
+`min_firing` times) rank above all others, each part by its score. A child's latent lies nearer
+its parent's than its sibling's or a duplicate's; on the toy lab this raised precision at recall
+0.8 from 0.63 to 0.73 on seeds not used to choose it (docs/absorption_finders.md).
+
 Evidence per pair: the decoder cosine, the co-occurrence count, the firing counts, the parent's
 firing rate on the absorber's tokens P(parent | absorber) with a 95 % Wilson interval, the count
 expected if the two fired independently and the Poisson probability of co-firing at least that
@@ -57,6 +63,9 @@ from pivotal_sae.errors import UserError
 #: Chosen on the tuning data named in the module docstring; `--partial-exponent` changes it.
 DEFAULT_EXPONENT = 0.5
 DEFAULT_MIN_FIRING = 5
+#: Added to the score of a nearest-neighbour pair in the scan: scores lie in [0, 1], so such
+#: pairs rank first, each part in its own order.
+NEIGHBOUR_BONUS = 2.0
 WILSON_Z = 1.959963984540054  # two-sided 95 %
 
 
@@ -87,6 +96,9 @@ class AbsorptionCandidate(NamedTuple):
     each token id (None where the counts kept no firing per token)."""
     p_fewer_given_tokens: float | None
     """Poisson P(count <= observed | expected_given_tokens)."""
+    nearest_neighbours: bool = False
+    """One latent is the other's nearest decoder neighbour: with neighbours first, such pairs
+    rank above all others."""
 
     def as_dict(self) -> dict[str, float | int | None]:
         return self._asdict()
@@ -135,9 +147,10 @@ def find_partial_pairs(
     max_pairs: int = 1000,
     block: int = DEFAULT_BLOCK,
     device: torch.device | str | None = None,
+    neighbours_first: bool = True,
 ) -> CandidateSearch:
-    """The `max_pairs` best-scoring pairs (see the module docstring), best first; ties: lower
-    ids first."""
+    """The `max_pairs` best-scoring pairs (see the module docstring), best first (with
+    `neighbours_first`, nearest-neighbour pairs before all others); ties: lower ids first."""
     source = as_cooccurrence_source(cooccurrences, tokens_counted)
     e = W_dec_EM.shape[0]
     if source.d_sae != e:
@@ -155,6 +168,9 @@ def find_partial_pairs(
     firing_e = source.firing_counts_e.to(device)
     alive_l = (firing_e >= min_firing).nonzero()[:, 0]
     unit_lM = torch.nn.functional.normalize(W_dec_EM.to(device)[alive_l].float(), dim=1)
+    nearest_e = torch.full((e,), -1, dtype=torch.int64, device=device)
+    if neighbours_first:
+        nearest_e[alive_l] = alive_l[nearest_neighbours(unit_lM, block)]
 
     def score_tile(rows: slice, cols: slice) -> torch.Tensor:
         with tf32_matmuls(False):
@@ -163,6 +179,8 @@ def find_partial_pairs(
         b = alive_l[cols][None, :].expand_as(cos)
         cooc = source.lookup(a, b).to(device)
         score = partial_score(cos, cooc, firing_e[a], firing_e[b], exponent)
+        near = (nearest_e[a] == b) | (nearest_e[b] == a)
+        score = score + NEIGHBOUR_BONUS * near
         # Gates fold into the score: a pair that fails one can never enter the top list.
         return torch.where((cooc > 0) & (cos > 0), score, -math.inf)
 
@@ -170,16 +188,34 @@ def find_partial_pairs(
         return (b > a) & (score > -math.inf)
 
     best, n_scored = scan_pairs(alive_l, alive_l, score_tile, keep_tile, max_pairs, block, True)
+    near_R = best[0] >= NEIGHBOUR_BONUS
+    best = (best[0] - NEIGHBOUR_BONUS * near_R, best[1], best[2])
     p_chance = _p_cofire(source, best[1], best[2])
     at_most = _count_at_most(p_chance, source, unit_lM, alive_l, firing_e, block)
-    pairs = _candidates(best, source, W_dec_EM.to(device), n_scored, p_chance, at_most)
+    pairs = _candidates(best, source, W_dec_EM.to(device), n_scored, p_chance, at_most, near_R)
     settings: dict[str, object] = {
         "method": "partial",
         "exponent": exponent,
+        "neighbours_first": neighbours_first,
         "min_firing": min_firing,
         "max_pairs": max_pairs,
     }
     return CandidateSearch(pairs, n_scored, int(alive_l.numel()), settings)
+
+
+def nearest_neighbours(unit_lM: torch.Tensor, block: int = DEFAULT_BLOCK) -> torch.Tensor:
+    """For each row of `unit_lM` (unit vectors), the index of the other row with the largest
+    cosine (ties: the lowest index); a single row is its own. One matrix product per block of
+    rows."""
+    n = unit_lM.shape[0]
+    nearest_l = torch.zeros(n, dtype=torch.int64, device=unit_lM.device)
+    for r0 in range(0, n, block):
+        with tf32_matmuls(False):
+            cos = unit_lM[r0 : r0 + block] @ unit_lM.T
+        own = torch.arange(r0, r0 + cos.shape[0], device=unit_lM.device)
+        cos[own - r0, own] = -math.inf
+        nearest_l[r0 : r0 + block] = cos.argmax(dim=1)
+    return nearest_l
 
 
 def _p_cofire(source: CooccurrenceCounts, i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
@@ -238,6 +274,7 @@ def _candidates(
     n_scored: int,
     p_chance: torch.Tensor,
     at_most: torch.Tensor,
+    near_R: torch.Tensor,
 ) -> list[AbsorptionCandidate]:
     score, i, j = best
     if i.numel() == 0:
@@ -277,5 +314,6 @@ def _candidates(
         q.tolist(),
         given_tokens,
         p_fewer,
+        near_R.tolist(),
     ]
     return [AbsorptionCandidate._make(row) for row in zip(*columns, strict=True)]

@@ -248,10 +248,15 @@ def _read_pairs(run: RunData, path: Path) -> None:
 
 def _read_candidates(run: RunData, path: Path) -> None:
     document = _read_json(path)
+    # Fields with a default may be missing from runs written before they existed.
     fields = AbsorptionCandidate._fields
+    optional = AbsorptionCandidate._field_defaults
     try:
         raw = document["pairs"]
-        run.candidates = [AbsorptionCandidate(**{f: pair[f] for f in fields}) for pair in raw]
+        run.candidates = [
+            AbsorptionCandidate(**{f: pair[f] for f in fields if f in pair or f not in optional})
+            for pair in raw
+        ]
     except (KeyError, TypeError, ValueError):
         raise UserError(f"{path} is damaged (not the partial method's pairs)") from None
     if not all(isinstance(c.parent, int) and isinstance(c.absorber, int) for c in run.candidates):

@@ -209,6 +209,7 @@ def pairs_stage(
         partial = find_partial_pairs(
             W_dec_EM, counter, exponent=config.partial_exponent,
             max_pairs=config.partial_pairs, device=device,
+            neighbours_first=config.neighbours_first,
         )  # fmt: skip
         write_partial_pairs(out, partial)
     search_s = time.perf_counter() - started
