@@ -116,6 +116,11 @@ def test_the_report_says_how_each_list_was_graded(tmp_path, generator):
         f"score {first.score:.3f}" in page and f"decoder cosine {first.decoder_cosine:.3f}" in page
     )
     assert "at rank 7;" in page and "recall at 100 0.25" in page
+    # nearest-neighbour pairs lead the list, and each card shown says whether it is one
+    near = sum(c.nearest_neighbours for c in candidates.pairs[:12])
+    assert near > 0 and first.nearest_neighbours
+    assert not all(c.nearest_neighbours for c in candidates.pairs)
+    assert "are listed first" in page and page.count(">nearest neighbours</span>") == near
     assert f"{XSS} latent {first.parent}" not in page  # explanations escaped
     assert "<script" not in page.lower()
 

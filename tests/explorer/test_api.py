@@ -254,3 +254,22 @@ def test_a_damaged_partial_pairs_file_is_one_line(world, tmp_path):
         (run / "partial_pairs.json").write_text(damage)
         with pytest.raises(UserError, match=r"partial_pairs\.json is damaged"):
             load_run(run)
+
+
+def test_partial_pairs_written_before_the_neighbour_flag_still_load(world, tmp_path):
+    """A run whose partial_pairs.json predates `nearest_neighbours` loads, the flag False."""
+    import json
+    import shutil
+
+    from pivotal_sae.explorer.run_data import load_run
+
+    run = tmp_path / "run"
+    shutil.copytree(world["run"], run)
+    document = json.loads((run / "partial_pairs.json").read_text())
+    assert document["pairs"] and "nearest_neighbours" in document["pairs"][0]
+    for pair in document["pairs"]:
+        del pair["nearest_neighbours"]
+    (run / "partial_pairs.json").write_text(json.dumps(document))
+    loaded = load_run(run).candidates
+    assert [c.parent for c in loaded] == [p["parent"] for p in document["pairs"]]
+    assert not any(c.nearest_neighbours for c in loaded)

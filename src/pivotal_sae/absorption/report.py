@@ -238,6 +238,7 @@ class CandidateSection:
     n_listed: int
     n_scored: int
     exponent: float
+    neighbours_first: bool
     details: dict[int, LatentDetails]
     ablations: dict[int, int | None]
     urls: dict[int, str | None]
@@ -277,6 +278,7 @@ def candidate_section(
         n_listed=len(search.pairs),
         n_scored=search.n_scored,
         exponent=float(search.settings["exponent"]),  # type: ignore[arg-type]
+        neighbours_first=bool(search.settings.get("neighbours_first", False)),
         details=details,
         ablations={
             i: None if ablations_e is None or int(ablations_e[i]) == 0 else int(ablations_e[i])

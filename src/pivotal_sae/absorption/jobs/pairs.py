@@ -238,7 +238,8 @@ def pairs_stage(
          "decoder_cosine": round(p.decoder_cosine, 4), "cooccurrence": p.cooccurrence,
          "p_parent_given_absorber": round(p.p_parent_given_absorber, 4),
          "expected_given_tokens": None if p.expected_given_tokens is None
-         else round(p.expected_given_tokens, 2), "q_cofire": p.q_cofire}
+         else round(p.expected_given_tokens, 2), "q_cofire": p.q_cofire,
+         "nearest_neighbours": p.nearest_neighbours}
         for p in (partial.pairs[:10] if partial else [])
     ]  # fmt: skip
     setup.update_summary(out, STAGE, {
