@@ -167,6 +167,16 @@ def test_absorb_end_to_end_and_the_separate_commands_agree(tmp_path, tiny, capsy
     separate = json.loads((searched / "pairs.json").read_text())
     assert separate["pairs"] == pairs["pairs"]
     assert separate["decoder_pairs"] == pairs["decoder_pairs"]
+    # The partial list ranks nearest-neighbour pairs first unless told not to.
+    assert summary["pairs"]["partial_settings"]["neighbours_first"] is True
+    assert partial["pairs"][0]["nearest_neighbours"]
+    plain = tmp_path / "plain"
+    argv = ["pairs", "--input-path", str(ablated), "--no-neighbours-first", "--out", str(plain)]
+    assert main(argv) == 0
+    scored_only = json.loads((plain / "partial_pairs.json").read_text())["pairs"]
+    expected = find_partial_pairs(W_dec_EM, counter, max_pairs=200, neighbours_first=False)
+    assert scored_only == [p.as_dict() for p in expected.pairs] != partial["pairs"]
+    assert not any(pair["nearest_neighbours"] for pair in scored_only)
 
 
 def test_pairs_on_a_run_writes_a_new_run_and_leaves_the_input_alone(tmp_path, monkeypatch, capsys):
