@@ -176,7 +176,8 @@ def test_absorb_end_to_end_and_the_separate_commands_agree(tmp_path, tiny, capsy
     scored_only = json.loads((plain / "partial_pairs.json").read_text())["pairs"]
     expected = find_partial_pairs(W_dec_EM, counter, max_pairs=200, neighbours_first=False)
     assert scored_only == [p.as_dict() for p in expected.pairs] != partial["pairs"]
-    assert not any(pair["nearest_neighbours"] for pair in scored_only)
+    flags = [pair["nearest_neighbours"] for pair in partial["pairs"]]
+    assert any(flags) and flags == sorted(flags, reverse=True)  # the default: flagged first
 
 
 def test_pairs_on_a_run_writes_a_new_run_and_leaves_the_input_alone(tmp_path, monkeypatch, capsys):

@@ -117,10 +117,19 @@ def test_the_report_says_how_each_list_was_graded(tmp_path, generator):
     )
     assert "at rank 7;" in page and "recall at 100 0.25" in page
     # nearest-neighbour pairs lead the list, and each card shown says whether it is one
-    near = sum(c.nearest_neighbours for c in candidates.pairs[:12])
-    assert near > 0 and first.nearest_neighbours
-    assert not all(c.nearest_neighbours for c in candidates.pairs)
+    flags = [c.nearest_neighbours for c in candidates.pairs]
+    assert any(flags) and not all(flags) and flags == sorted(flags, reverse=True)
+    near = sum(flags[:12])
     assert "are listed first" in page and page.count(">nearest neighbours</span>") == near
+    plain = find_partial_pairs(W_dec_EM, counter, min_firing=1, max_pairs=30,
+                               neighbours_first=False)  # fmt: skip
+    paths, _, _ = make_report(tmp_path / "plain", generator, html_pairs=3, candidates=plain,
+                              candidate_cards=12)  # fmt: skip
+    plain_page = paths["report.html"].read_text()
+    assert "are listed first" not in plain_page
+    assert plain_page.count(">nearest neighbours</span>") == sum(
+        c.nearest_neighbours for c in plain.pairs[:12]
+    )
     assert f"{XSS} latent {first.parent}" not in page  # explanations escaped
     assert "<script" not in page.lower()
 

@@ -233,6 +233,10 @@ def test_the_pairs_page_opens_on_the_graded_candidates(client, world):
     assert 'id="candidate-1"' in page and f"score {first.score:.3f}" in page
     assert f'href="/latent/{ABLATOR}/{first.parent}"' in page
     assert page.count('id="candidate-') == min(len(candidates), 20)
+    # nearest-neighbour pairs come first, and the page says so and marks them
+    assert "(marked) come first" in page and candidates[0].nearest_neighbours
+    marked = sum(c.nearest_neighbours for c in candidates[:20])
+    assert page.count(">nearest neighbours</span>") == marked
     assert "<script>alert" not in page  # an explanation holding a script tag is escaped
     original = client.get("/pairs?kind=effect").text
     assert str(markupsafe.escape(GRADE_NOTES["original"])) in original
@@ -257,7 +261,8 @@ def test_a_damaged_partial_pairs_file_is_one_line(world, tmp_path):
 
 
 def test_partial_pairs_written_before_the_neighbour_flag_still_load(world, tmp_path):
-    """A run whose partial_pairs.json predates `nearest_neighbours` loads, the flag False."""
+    """A run whose partial_pairs.json predates neighbours first loads, every flag False and
+    the list not described as neighbours first."""
     import json
     import shutil
 
@@ -269,7 +274,9 @@ def test_partial_pairs_written_before_the_neighbour_flag_still_load(world, tmp_p
     assert document["pairs"] and "nearest_neighbours" in document["pairs"][0]
     for pair in document["pairs"]:
         del pair["nearest_neighbours"]
+    del document["settings"]["neighbours_first"]
     (run / "partial_pairs.json").write_text(json.dumps(document))
-    loaded = load_run(run).candidates
-    assert [c.parent for c in loaded] == [p["parent"] for p in document["pairs"]]
-    assert not any(c.nearest_neighbours for c in loaded)
+    loaded = load_run(run)
+    assert [c.parent for c in loaded.candidates] == [p["parent"] for p in document["pairs"]]
+    assert not any(c.nearest_neighbours for c in loaded.candidates)
+    assert loaded.describe()["neighbours_first"] is False

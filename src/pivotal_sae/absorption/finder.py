@@ -97,8 +97,9 @@ class AbsorptionCandidate(NamedTuple):
     p_fewer_given_tokens: float | None
     """Poisson P(count <= observed | expected_given_tokens)."""
     nearest_neighbours: bool = False
-    """One latent is the other's nearest decoder neighbour: with neighbours first, such pairs
-    rank above all others."""
+    """One latent is the other's nearest decoder neighbour (among the latents firing at least
+    `min_firing` times); with neighbours first, such pairs rank above all others. False in
+    runs written before the field existed."""
 
     def as_dict(self) -> dict[str, float | int | None]:
         return self._asdict()
@@ -169,8 +170,8 @@ def find_partial_pairs(
     alive_l = (firing_e >= min_firing).nonzero()[:, 0]
     unit_lM = torch.nn.functional.normalize(W_dec_EM.to(device)[alive_l].float(), dim=1)
     nearest_e = torch.full((e,), -1, dtype=torch.int64, device=device)
-    if neighbours_first:
-        nearest_e[alive_l] = alive_l[nearest_neighbours(unit_lM, block)]
+    nearest_e[alive_l] = alive_l[nearest_neighbours(unit_lM, block)]
+    bonus = NEIGHBOUR_BONUS if neighbours_first else 0.0
 
     def score_tile(rows: slice, cols: slice) -> torch.Tensor:
         with tf32_matmuls(False):
@@ -180,7 +181,7 @@ def find_partial_pairs(
         cooc = source.lookup(a, b).to(device)
         score = partial_score(cos, cooc, firing_e[a], firing_e[b], exponent)
         near = (nearest_e[a] == b) | (nearest_e[b] == a)
-        score = score + NEIGHBOUR_BONUS * near
+        score = score + bonus * near
         # Gates fold into the score: a pair that fails one can never enter the top list.
         return torch.where((cooc > 0) & (cos > 0), score, -math.inf)
 
@@ -188,8 +189,9 @@ def find_partial_pairs(
         return (b > a) & (score > -math.inf)
 
     best, n_scored = scan_pairs(alive_l, alive_l, score_tile, keep_tile, max_pairs, block, True)
-    near_R = best[0] >= NEIGHBOUR_BONUS
-    best = (best[0] - NEIGHBOUR_BONUS * near_R, best[1], best[2])
+    if neighbours_first:
+        best = (best[0] - NEIGHBOUR_BONUS * (best[0] >= NEIGHBOUR_BONUS), best[1], best[2])
+    near_R = (nearest_e[best[1]] == best[2]) | (nearest_e[best[2]] == best[1])
     p_chance = _p_cofire(source, best[1], best[2])
     at_most = _count_at_most(p_chance, source, unit_lM, alive_l, firing_e, block)
     pairs = _candidates(best, source, W_dec_EM.to(device), n_scored, p_chance, at_most, near_R)
@@ -205,16 +207,24 @@ def find_partial_pairs(
 
 def nearest_neighbours(unit_lM: torch.Tensor, block: int = DEFAULT_BLOCK) -> torch.Tensor:
     """For each row of `unit_lM` (unit vectors), the index of the other row with the largest
-    cosine (ties: the lowest index); a single row is its own. One matrix product per block of
-    rows."""
+    cosine (ties: the lowest index); a single row is its own. Tiles of block × block, as the
+    scan's, with a running best per row, so memory does not grow with the number of rows."""
     n = unit_lM.shape[0]
-    nearest_l = torch.zeros(n, dtype=torch.int64, device=unit_lM.device)
+    device = unit_lM.device
+    nearest_l = torch.arange(n, device=device)
+    best_l = torch.full((n,), -math.inf, device=device)
     for r0 in range(0, n, block):
-        with tf32_matmuls(False):
-            cos = unit_lM[r0 : r0 + block] @ unit_lM.T
-        own = torch.arange(r0, r0 + cos.shape[0], device=unit_lM.device)
-        cos[own - r0, own] = -math.inf
-        nearest_l[r0 : r0 + block] = cos.argmax(dim=1)
+        rows = slice(r0, r0 + block)
+        for c0 in range(0, n, block):
+            with tf32_matmuls(False):
+                cos = unit_lM[rows] @ unit_lM[c0 : c0 + block].T
+            if r0 == c0:
+                cos.fill_diagonal_(-math.inf)
+            value, index = cos.max(dim=1)
+            # strictly better only: an earlier tile (lower index) keeps a tie
+            better = value > best_l[rows]
+            best_l[rows] = torch.where(better, value, best_l[rows])
+            nearest_l[rows] = torch.where(better, index + c0, nearest_l[rows])
     return nearest_l
 
 

@@ -164,6 +164,7 @@ class RunData:
             "decoder_pairs": len(self.decoder_pairs),
             "candidates": len(self.candidates),
             "candidates_scored": self.candidates_meta.get("pairs_scored"),
+            "neighbours_first": _neighbours_first(self.candidates_meta),
             "has_pairs_file": self.has_pairs_file,
             "has_top_examples": self.examples is not None,
             "settings": settings if isinstance(settings, dict) else {},
@@ -244,6 +245,12 @@ def _read_pairs(run: RunData, path: Path) -> None:
         for side in (pair.a, pair.b):
             if side.explanation:
                 run.explanations.setdefault(side.id, side.explanation)
+
+
+def _neighbours_first(meta: dict[str, Any]) -> bool:
+    """Whether the run's partial list ranks nearest-neighbour pairs first (older runs: no)."""
+    settings = meta.get("settings")
+    return isinstance(settings, dict) and settings.get("neighbours_first") is True
 
 
 def _read_candidates(run: RunData, path: Path) -> None:

@@ -5,9 +5,10 @@ methods were not tuned on; docs/absorption_finders.md has the tables and the dat
 GRADE_NOTES = {
     "partial": (
         "On ground truth it was not tuned on (docs/absorption_finders.md): on absorption "
-        "planted in the default MiniLM SAE, precision 1.00 at recall 0.8 (planting seeds 3-5); "
-        "in the toy lab, precision 0.59-0.73 at recall 0.8 (means over seeds 4-9, TopK and "
-        "Matryoshka SAEs; 0.9 was the target); of the category score's (main, absorbing) "
+        "planted in the default MiniLM SAE, precision 0.93-1.00 at recall 0.8 (planting seeds "
+        "3-5, two trainings of the SAE); in the toy lab, precision 0.37-0.73 at recall 0.8 "
+        "(means over seeds 4-9, TopK and Matryoshka SAEs, absorption of at least 5 % or 50 %; "
+        "0.9 was the target); of the category score's (main, absorbing) "
         "latent pairs on MiniLM, none in its top 100. Read the list as candidates to check, not "
         "as found absorption."
     ),
