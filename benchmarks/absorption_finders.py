@@ -34,7 +34,7 @@ from typing import Any
 
 import torch
 
-from pivotal_sae.absorption.finder import find_partial_pairs
+from pivotal_sae.absorption.finder import find_partial_pairs, nearest_neighbours
 from pivotal_sae.absorption.pairs import find_decoder_pairs, find_effect_pairs
 
 KS = (10, 100, 1000)
@@ -85,10 +85,7 @@ def nearest_first(ranked: list[Pair], W_dec_EM: torch.Tensor) -> list[Pair]:
     """`ranked` reordered: pairs where one latent is the other's nearest decoder neighbour
     (cosine) first, each part in its own order. A child's latent lies nearer its parent's
     latent (cosine ~0.93 in the toy) than a sibling's (~0.86)."""
-    unit_EM = torch.nn.functional.normalize(W_dec_EM.float(), dim=1)
-    cos_EE = unit_EM @ unit_EM.T
-    cos_EE.fill_diagonal_(-2.0)
-    nearest_E = cos_EE.argmax(dim=1).tolist()
+    nearest_E = nearest_neighbours(torch.nn.functional.normalize(W_dec_EM.float(), dim=1)).tolist()
     first = [p for p in ranked if nearest_E[p[0]] == p[1] or nearest_E[p[1]] == p[0]]
     chosen = set(first)
     return first + [p for p in ranked if p not in chosen]

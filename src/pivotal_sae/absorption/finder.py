@@ -171,7 +171,6 @@ def find_partial_pairs(
     unit_lM = torch.nn.functional.normalize(W_dec_EM.to(device)[alive_l].float(), dim=1)
     nearest_e = torch.full((e,), -1, dtype=torch.int64, device=device)
     nearest_e[alive_l] = alive_l[nearest_neighbours(unit_lM, block)]
-    bonus = NEIGHBOUR_BONUS if neighbours_first else 0.0
 
     def score_tile(rows: slice, cols: slice) -> torch.Tensor:
         with tf32_matmuls(False):
@@ -180,8 +179,8 @@ def find_partial_pairs(
         b = alive_l[cols][None, :].expand_as(cos)
         cooc = source.lookup(a, b).to(device)
         score = partial_score(cos, cooc, firing_e[a], firing_e[b], exponent)
-        near = (nearest_e[a] == b) | (nearest_e[b] == a)
-        score = score + bonus * near
+        if neighbours_first:
+            score = score + NEIGHBOUR_BONUS * ((nearest_e[a] == b) | (nearest_e[b] == a))
         # Gates fold into the score: a pair that fails one can never enter the top list.
         return torch.where((cooc > 0) & (cos > 0), score, -math.inf)
 
