@@ -21,18 +21,33 @@ def add_sorted_counts(
     keys: torch.Tensor, counts: torch.Tensor, keys_U: torch.Tensor, counts_U: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Add sorted unique `(keys_U, counts_U)` into the sorted unique store `(keys, counts)`; returns
-    the new store (`counts` is added to in place where the keys are already there)."""
+    the new store (`counts` is added to in place where the keys are already there).
+
+    A linear merge, no sort: each new key goes in after the stored keys smaller than it, and
+    each stored key moves right by the number of new keys smaller than it. Beside the result it
+    holds one int64 per stored key (its new position), so a flush costs a pass over the store
+    rather than a sort of it."""
     if keys.numel() == 0:
         return keys_U, counts_U.to(torch.int64)
-    pos_U = torch.searchsorted(keys, keys_U).clamp(max=keys.numel() - 1)
-    hit_U = keys[pos_U] == keys_U
+    pos_U = torch.searchsorted(keys, keys_U)
+    hit_U = keys[pos_U.clamp(max=keys.numel() - 1)] == keys_U
     counts.index_add_(0, pos_U[hit_U], counts_U[hit_U].to(torch.int64))
     if bool(hit_U.all()):
         return keys, counts
-    keys = torch.cat([keys, keys_U[~hit_U]])
-    counts = torch.cat([counts, counts_U[~hit_U].to(torch.int64)])
-    order = torch.argsort(keys)
-    return keys[order], counts[order]
+    fresh_U = ~hit_U
+    before_N = pos_U[fresh_U]  # stored keys smaller than each new key (ascending)
+    n_new = before_N.numel()
+    at_S = torch.bincount(before_N, minlength=keys.numel() + 1)[:-1].cumsum_(0)
+    at_S += torch.arange(keys.numel(), device=keys.device)
+    merged_keys = keys.new_empty(keys.numel() + n_new)
+    merged_counts = counts.new_empty(keys.numel() + n_new)
+    merged_keys[at_S] = keys
+    merged_counts[at_S] = counts
+    del at_S
+    at_N = before_N + torch.arange(n_new, device=keys.device)
+    merged_keys[at_N] = keys_U[fresh_U]
+    merged_counts[at_N] = counts_U[fresh_U].to(torch.int64)
+    return merged_keys, merged_counts
 
 
 def gather_counts(
