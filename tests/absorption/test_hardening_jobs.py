@@ -58,6 +58,14 @@ def test_cooccur_resume_with_the_final_file_in_place_writes_the_summary(
             "--ablator-sae-path", str(tiny["ablator"]), "--max-tokens-in-prompt", "24",
             "--batch-size", "4", "--device", "cpu", "--n-prompts", "8"]  # fmt: skip
     assert main([*argv, "--out", str(run)]) == 0
+    # the summary sizes the per-token-id firing store, as it does the pairs
+    from safetensors.torch import load_file
+
+    stored = load_file(run / "cooccurrences.safetensors")["token_firing_keys"].numel()
+    assert (
+        json.loads((run / "summary.json").read_text())["cooccur"]["token_firing_entries"] == stored
+    )
+    assert stored > 0
     (run / "summary.json").unlink()
     Checkpoints(run).save("cooccur", 4, {"cooccurrences": lambda p: p.write_bytes(b"x")})
     assert main(["cooccur", "--resume", str(run)]) == 0

@@ -232,6 +232,8 @@ def finish_stage(
         "latents_that_fired": int((counter.firing_counts_e > 0).sum()),
         "mean_l0": float(counter.firing_counts_e.sum()) / max(counter.tokens_counted, 1),
         "distinct_pairs": counter.distinct_pairs(),
+        # the per-token-id firing store: 16 bytes each, on the counter's device
+        "token_firing_entries": counter.token_firing.distinct_entries(),
         "wall_seconds": None if seconds is None else round(seconds, 2),
         "tokens_per_second": speed,
         **distributed.summary_entry(),
