@@ -12,4 +12,4 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | 
 for run in 1 2; do
   "$PY" benchmarks/partial_finder_speed.py --latents 65536 --dim 2304 2>&1 | tee -a "$OUT/partial_finder_speed.txt"
 done
-"$PY" benchmarks/token_firing_speed.py --latents 65536 --tokens 2000000 2>&1 | tee "$OUT/token_firing_speed.txt"
+"$PY" benchmarks/token_firing_speed.py --latents 65536 --tokens 10000000 2>&1 | tee "$OUT/token_firing_speed.txt"

@@ -17,7 +17,8 @@ Steps:
    a dict filled one (latent, token) entry at a time, and the token-conditioned expectation of
    200 random co-firing pairs against a loop over those dicts;
 2. speed at --latents: the counter's update over --tokens tokens in steps of --step-tokens,
-   without token ids and with them (the job's way), interleaved on the same activations; the
+   without token ids and with them (the job's way), interleaved on the same activations
+   (alternating which goes first); the
    store's size and peak memory; one merge of a last batch into the full store, by the linear
    merge (`add_sorted_counts`) and by the earlier sort-based merge (concatenate, argsort),
    checked equal; the expectation of the 200 pairs `absorb` attaches to its list.
@@ -153,15 +154,19 @@ def speed(args, device: torch.device) -> None:
     plain_s = ids_s = 0.0
     for step in range(n_steps):
         values_TK, indices_TK, ids_T = random_step(args, args.step_tokens, args.latents, g, device)
-        sync(device)
-        started = time.perf_counter()
-        plain.update_sparse(values_TK, indices_TK, contexts=1)
-        sync(device)
-        plain_s += time.perf_counter() - started
-        started = time.perf_counter()
-        with_ids.update_sparse(values_TK, indices_TK, contexts=1, token_ids_T=ids_T)
-        sync(device)
-        ids_s += time.perf_counter() - started
+        # alternate which goes first, so neither gains from the other's warm caches
+        for which in (0, 1) if step % 2 else (1, 0):
+            sync(device)
+            started = time.perf_counter()
+            if which == 0:
+                plain.update_sparse(values_TK, indices_TK, contexts=1)
+            else:
+                with_ids.update_sparse(values_TK, indices_TK, contexts=1, token_ids_T=ids_T)
+            sync(device)
+            if which == 0:
+                plain_s += time.perf_counter() - started
+            else:
+                ids_s += time.perf_counter() - started
         if step > 0 and step % max(n_steps // 10, 1) == 0:
             print(f"  {(step + 1) * args.step_tokens:,} tokens: "
                   f"{with_ids.token_firing.keys.numel():,} distinct (latent, token id) stored, "
@@ -174,6 +179,9 @@ def speed(args, device: torch.device) -> None:
     tokens = n_steps * args.step_tokens
     entries = int(with_ids.firing_counts_e.sum())
     distinct = tf.distinct_entries()
+    del plain, with_ids  # the pair counts: room for the merges below
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
     print(
         f"{args.latents:,} latents, {tokens:,} tokens in steps of {args.step_tokens:,} "
         f"({entries:,} firings): counter without token ids {tokens / plain_s:,.0f} tokens/s, "
