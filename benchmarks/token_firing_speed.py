@@ -102,15 +102,18 @@ def sort_merge(keys, counts, keys_U, counts_U):
 
 
 def co_firing_pairs(firing_keys: torch.Tensor, n: int, g: torch.Generator) -> list[tuple[int, int]]:
-    """n random pairs of latents that fired on one token id at least once (so most share ids)."""
-    latents = (firing_keys >> SHIFT).cpu()
-    ids = (firing_keys & ((1 << SHIFT) - 1)).cpu()
-    pick = torch.randint(len(latents), (n,), generator=g)
+    """n random pairs of latents that fired on one token id at least once (so most share ids):
+    a random stored entry, and a random entry of the same token id."""
+    latents = firing_keys >> SHIFT
+    ids_sorted, order = (firing_keys & ((1 << SHIFT) - 1)).sort()
+    pick = torch.randint(len(firing_keys), (n,), generator=g).to(firing_keys.device)
+    v = firing_keys[pick] & ((1 << SHIFT) - 1)
+    lo = torch.searchsorted(ids_sorted, v)
+    hi = torch.searchsorted(ids_sorted, v, right=True)
+    offset = (torch.rand(n, generator=g).to(lo.device) * (hi - lo)).long()
+    other = order[lo + offset.clamp(max=hi - lo - 1)]
     out = []
-    for p in pick.tolist():
-        same = (ids == ids[p]).nonzero()[:, 0]
-        q = same[torch.randint(len(same), (1,), generator=g)].item()
-        a, b = int(latents[p]), int(latents[q])
+    for a, b in zip(latents[pick].tolist(), latents[other].tolist(), strict=True):
         out.append((a, b) if a != b else (a, (b + 1) % int(latents.max() + 1)))
     return out
 
