@@ -13,3 +13,7 @@ for run in 1 2; do
   "$PY" benchmarks/partial_finder_speed.py --latents 65536 --dim 2304 2>&1 | tee -a "$OUT/partial_finder_speed.txt"
 done
 "$PY" benchmarks/token_firing_speed.py --latents 65536 --tokens 10000000 2>&1 | tee "$OUT/token_firing_speed.txt"
+# The job's co-occurrence step with and without the firing per token id, on a Gemma-2-2B-shaped
+# model (needs typer and jaxtyping: source benchmarks/synth_device_env.sh with wheels/ carried).
+"$PY" benchmarks/cooccurrence_model_speed.py --preset gemma2-2b --device cuda --batch-size 64 \
+  --contexts 4096 --reference-contexts 8 2>&1 | tee "$OUT/cooccurrence_model_speed.txt"
