@@ -188,9 +188,9 @@ def find_partial_pairs(
         return (b > a) & (score > -math.inf)
 
     best, n_scored = scan_pairs(alive_l, alive_l, score_tile, keep_tile, max_pairs, block, True)
-    if neighbours_first:
-        best = (best[0] - NEIGHBOUR_BONUS * (best[0] >= NEIGHBOUR_BONUS), best[1], best[2])
     near_R = (nearest_e[best[1]] == best[2]) | (nearest_e[best[2]] == best[1])
+    if neighbours_first:
+        best = (best[0] - NEIGHBOUR_BONUS * near_R, best[1], best[2])
     p_chance = _p_cofire(source, best[1], best[2])
     at_most = _count_at_most(p_chance, source, unit_lM, alive_l, firing_e, block)
     pairs = _candidates(best, source, W_dec_EM.to(device), n_scored, p_chance, at_most, near_R)
